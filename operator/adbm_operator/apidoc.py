@@ -1,0 +1,122 @@
+"""The BackendService field reference in Markdown, generated from the model.
+
+It walks the CRD's structural schema (no `$ref`, no unions), so it documents exactly what the
+API server enforces. The README embeds this output between markers and a test keeps the two
+equal, so the reference can never describe a field, default or bound the API does not have.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from adbm_operator import crd, model
+
+# Long patterns read better by name; they are Kubernetes' and Prometheus' own formats.
+NAMED_PATTERNS = {
+    model.DNS_LABEL: "DNS-1035 label",
+    model.DNS_SUBDOMAIN: "DNS-1123 subdomain",
+    model.QUANTITY: "Kubernetes quantity",
+    model.PROM_DURATION: "Prometheus duration (e.g. `30s`, `1m`)",
+    model.SQL_IDENTIFIER: "lower-case SQL identifier",
+    model.PG_CUSTOM_SETTING: "Postgres custom setting `prefix.name`",
+    model.API_VERSION_NAME: "API version (`v1`, `v2`, ...)",
+    model.LABEL_VALUE: "label value",
+}
+
+BEGIN = "<!-- BEGIN GENERATED: adbm-operator docs -->"
+END = "<!-- END GENERATED: adbm-operator docs -->"
+
+
+def _type(node: dict[str, Any]) -> str:
+    kind = node.get("type", "object")
+    if kind == "array":
+        return "list"
+    if kind == "object" and isinstance(node.get("additionalProperties"), dict):
+        return "map"
+    if node.get("format") == "date-time":
+        return "timestamp"
+    return str(kind)
+
+
+def _constraints(node: dict[str, Any]) -> str:
+    parts = []
+    if "enum" in node:
+        parts.append(" or ".join(f"`{v}`" for v in node["enum"]))
+    if "minimum" in node:
+        parts.append(f"≥ {node['minimum']}")
+    if "exclusiveMinimum" in node:
+        parts.append(f"> {node['exclusiveMinimum']}")
+    if "maximum" in node:
+        parts.append(f"≤ {node['maximum']}")
+    if "minLength" in node and node["minLength"] > 1:
+        parts.append(f"length ≥ {node['minLength']}")
+    if "maxLength" in node:
+        parts.append(f"length ≤ {node['maxLength']}")
+    if "minItems" in node:
+        parts.append(f"items ≥ {node['minItems']}")
+    if "maxItems" in node:
+        parts.append(f"items ≤ {node['maxItems']}")
+    if "maxProperties" in node:
+        parts.append(f"entries ≤ {node['maxProperties']}")
+    if "pattern" in node:
+        named = NAMED_PATTERNS.get(node["pattern"])
+        parts.append(named or f"pattern `{node['pattern']}`")
+    if "x-kubernetes-list-map-keys" in node:
+        parts.append("unique by " + ", ".join(node["x-kubernetes-list-map-keys"]))
+    return "; ".join(parts)
+
+
+def _default(node: dict[str, Any]) -> str:
+    # `{}` means "filled from the fields' own defaults", which their rows show.
+    if "default" not in node or node["default"] == {}:
+        return ""
+    return f"`{json.dumps(node['default'])}`"
+
+
+def _cell(text: str) -> str:
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def _walk(node: dict[str, Any], path: str, required: bool, rows: list[str]) -> None:
+    flag = "**required**" if required else ""
+    constraints = _constraints(node)
+    rows.append(
+        f"| `{path}` | {_type(node)} | {flag or _default(node)} | {_cell(constraints)} "
+        f"| {_cell(node.get('description', ''))} |"
+    )
+    for rule in node.get("x-kubernetes-validations", []):
+        rows.append(f"| `{path}` | rule | | `{_cell(rule['rule'])}` | {_cell(rule['message'])} |")
+    children = node.get("properties", {})
+    if node.get("type") == "array":
+        item = node["items"]
+        children = item.get("properties", {})
+        for rule in item.get("x-kubernetes-validations", []):
+            rows.append(
+                f"| `{path}[]` | rule | | `{_cell(rule['rule'])}` | {_cell(rule['message'])} |"
+            )
+        needed = set(item.get("required", []))
+        for name, child in children.items():
+            _walk(child, f"{path}[].{name}", name in needed, rows)
+        return
+    needed = set(node.get("required", []))
+    for name, child in children.items():
+        _walk(child, f"{path}.{name}", name in needed, rows)
+
+
+def field_reference() -> str:
+    """Markdown table of every spec field: type, default, constraints, description, rules."""
+    schema = crd.openapi_schema(model.BackendServiceSpec)
+    rows = [
+        "| Field | Type | Default | Constraints | Description |",
+        "|---|---|---|---|---|",
+    ]
+    _walk(schema, "spec", True, rows)
+    return "\n".join(rows) + "\n"
+
+
+def embed(readme: str) -> str:
+    """The README with its generated section replaced by the current reference."""
+    head, _, rest = readme.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    return f"{head}{BEGIN}\n{field_reference()}{END}{tail}"

@@ -1,0 +1,145 @@
+"""`adbm-operator`: render BackendServices offline and print the CRD."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+from pydantic import ValidationError
+
+from adbm_operator import apidoc, crd, model
+
+
+class InputError(Exception):
+    """Bad input from the user: reported as one clear message, never a traceback."""
+
+
+def _read_documents(path: str, stdin: TextIO | None) -> Iterator[tuple[int, dict[str, Any]]]:
+    if path == "-":
+        text = (stdin or sys.stdin).read()
+    else:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read: {exc.strerror}") from exc
+    try:
+        documents = list(yaml.safe_load_all(text))
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML: {exc}") from exc
+    found = False
+    for index, doc in enumerate(documents, start=1):
+        if doc is None:
+            continue
+        if not isinstance(doc, dict):
+            raise InputError(f"{path}: document {index} is not a mapping")
+        found = True
+        yield index, doc
+    if not found:
+        raise InputError(f"{path}: no BackendService found")
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per problem, located by the field path a user writes in YAML."""
+    lines = []
+    for error in exc.errors():
+        location = ".".join(str(part) for part in error["loc"]) or "(object)"
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"  {location}: {message}")
+    return "\n".join(lines)
+
+
+def load(path: str, stdin: TextIO | None = None) -> list[model.BackendService]:
+    """Parse and validate every BackendService in a file; other kinds are an error."""
+    objects = []
+    for index, doc in _read_documents(path, stdin):
+        kind, api_version = doc.get("kind"), doc.get("apiVersion")
+        if kind != model.KIND or api_version != model.API_VERSION:
+            raise InputError(
+                f"{path}: document {index} is {api_version}/{kind}, "
+                f"expected {model.API_VERSION}/{model.KIND}"
+            )
+        try:
+            objects.append(model.parse(doc))
+        except ValidationError as exc:
+            name = (doc.get("metadata") or {}).get("name", "?")
+            raise InputError(
+                f"{path}: BackendService {name!r} is invalid:\n{format_validation_error(exc)}"
+            ) from exc
+    return objects
+
+
+def dump(objects: Sequence[dict[str, Any]], output: str) -> str:
+    if output == "json":
+        body: Any = (
+            objects[0]
+            if len(objects) == 1
+            else {"apiVersion": "v1", "kind": "List", "items": list(objects)}
+        )
+        return json.dumps(body, indent=2) + "\n"
+    return yaml.safe_dump_all(objects, sort_keys=False)
+
+
+def _render(args: argparse.Namespace) -> str:
+    objects = load(args.filename)
+    return dump([model.with_defaults(obj) for obj in objects], args.output)
+
+
+def _crd(args: argparse.Namespace) -> str:
+    return crd.crd_yaml()
+
+
+def _docs(args: argparse.Namespace) -> str:
+    if args.update is None:
+        return apidoc.field_reference()
+    path = Path(args.update)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}") from exc
+    if apidoc.BEGIN not in text or apidoc.END not in text:
+        raise InputError(f"{path}: has no generated section ({apidoc.BEGIN} ... {apidoc.END})")
+    path.write_text(apidoc.embed(text), encoding="utf-8")
+    return f"updated the field reference in {path}\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="adbm-operator", description="Deploy backends to the ADBM standard."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    render = sub.add_parser(
+        "render", help="validate BackendServices and print them with every default applied"
+    )
+    render.add_argument("-f", "--filename", required=True, help="YAML file, or - for stdin")
+    render.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
+    render.set_defaults(func=_render)
+
+    crd_cmd = sub.add_parser("crd", help="print the BackendService CustomResourceDefinition")
+    crd_cmd.set_defaults(func=_crd)
+
+    docs = sub.add_parser("docs", help="print the BackendService field reference (Markdown)")
+    docs.add_argument(
+        "--update", metavar="FILE", help="rewrite the generated section of FILE (the README)"
+    )
+    docs.set_defaults(func=_docs)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        sys.stdout.write(args.func(args))
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Service settings: every knob the operator renders is one field here.
+
+Values come from `ADBM_*` environment variables (the operator renders them from the
+BackendService and its Secret references); the defaults work on a developer machine with local
+PostgreSQL, Redis and RabbitMQ.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ADBM_", extra="ignore", frozen=True)
+
+    database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/adbm")
+    """libpq URI the service connects with (the non-owner app role in production)."""
+    db_pool_min_size: Annotated[int, Field(ge=0, le=100)] = 1
+    db_pool_max_size: Annotated[int, Field(ge=1, le=100)] = 10
+    db_pool_acquire_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 2.0
+    db_tenant_setting: str = "app.tenant_id"
+
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    redis_key_prefix: str = "adbm:"
+
+    amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+
+    policy_file: Path | None = None
+    """The operator-rendered policy document (rate limits, versioning, idempotency)."""
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    trace_sampling_ratio: Annotated[float, Field(ge=0, le=1)] = 0.1
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced, for printing."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def describe(settings: Settings) -> dict[str, Any]:
+    """Effective settings as printable JSON: URLs shown without their passwords."""
+    shown = settings.model_dump(mode="json")
+    for name, value in settings:
+        if isinstance(value, SecretStr):
+            shown[name] = redact_url(value.get_secret_value())
+    return shown

@@ -1,0 +1,136 @@
+"""`adbm-operator render` and `adbm-operator crd` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from adbm_operator import apidoc, cli, crd, model
+
+ROOT = Path(__file__).parents[2]
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_render_prints_each_example_with_defaults(
+    example: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["render", "-f", str(example)]) == 0
+    rendered = list(yaml.safe_load_all(capsys.readouterr().out))
+    expected = model.with_defaults(model.parse(yaml.safe_load(example.read_text())))
+    assert expected in rendered
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_render_json(example: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["render", "-f", str(example), "-o", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["kind"] in {"BackendService", "List"}
+
+
+def test_render_reads_stdin_and_several_documents(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    both = "\n---\n".join(p.read_text() for p in EXAMPLES)
+    monkeypatch.setattr(sys, "stdin", __import__("io").StringIO(both))
+    assert cli.main(["render", "-f", "-"]) == 0
+    names = [d["metadata"]["name"] for d in yaml.safe_load_all(capsys.readouterr().out)]
+    assert sorted(names) == sorted(
+        yaml.safe_load(p.read_text())["metadata"]["name"] for p in EXAMPLES
+    )
+
+
+def test_invalid_spec_exits_2_with_every_problem_located(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    body = yaml.safe_load((ROOT / "examples" / "minimal.yaml").read_text())
+    body["spec"]["replicas"] = 0
+    body["spec"]["database"]["pool"] = {"maxSize": 500}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(body))
+    assert cli.main(["render", "-f", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "BackendService 'shop' is invalid" in captured.err
+    assert "spec.replicas: Input should be greater than or equal to 1" in captured.err
+    assert "spec.database.pool.maxSize: Input should be less than or equal to 100" in captured.err
+    assert "Traceback" not in captured.err
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n",
+            "expected adbm.io/v1alpha1/BackendService",
+        ),
+        ("spec: [unclosed\n", "not valid YAML"),
+        ("- a\n- b\n", "document 1 is not a mapping"),
+        ("", "no BackendService found"),
+    ],
+)
+def test_bad_files_are_reported_not_raised(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, message: str
+) -> None:
+    path = tmp_path / "input.yaml"
+    path.write_text(content)
+    assert cli.main(["render", "-f", str(path)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_file(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["render", "-f", "/nonexistent/cr.yaml"]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_crd_command_prints_the_generated_crd(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["crd"]) == 0
+    assert capsys.readouterr().out == crd.crd_yaml()
+
+
+def test_console_script_is_installed() -> None:
+    """The README's first command runs the installed entry point, not the module."""
+    exe = Path(sys.executable).parent / "adbm-operator"
+    result = subprocess.run(
+        [str(exe), "render", "-f", str(ROOT / "examples" / "full.yaml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(result.stdout)["spec"]["database"]["pool"]["maxSize"] == 8
+
+
+def test_readme_field_reference_is_current() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert apidoc.embed(readme) == readme, "run: adbm-operator docs --update README.md"
+
+
+def test_field_reference_lists_every_spec_field_and_rule() -> None:
+    reference = apidoc.field_reference()
+    for path in (
+        "spec.database.pool.maxSize",
+        "spec.rateLimit.routes[].path",
+        "spec.queue.workers[].autoscaling.scaler",
+        "spec.versioning.deprecated[].sunsetAt",
+        "spec.observability.serviceMonitor.labels",
+    ):
+        assert f"| `{path}` |" in reference
+    assert "sunsetAt must not be before deprecatedAt" in reference
+    assert "exceed database.connectionBudget" in reference
+
+
+def test_docs_update_rewrites_only_the_generated_section(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{apidoc.BEGIN}\nstale\n{apidoc.END}\noutro\n")
+    assert cli.main(["docs", "--update", str(readme)]) == 0
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("outro\n")
+    assert "stale" not in text and "spec.database.pool.maxSize" in text
+    readme.write_text("no markers\n")
+    assert cli.main(["docs", "--update", str(readme)]) == 2
