@@ -7,12 +7,13 @@ PostgreSQL, Redis and RabbitMQ.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from reference_service.policy import Policy
 
 
 class Settings(BaseSettings):
@@ -28,11 +29,16 @@ class Settings(BaseSettings):
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
     redis_key_prefix: str = "adbm:"
 
+    queue_enabled: bool = True
+    """False when the BackendService has no queue: slow work then runs nowhere, so the routes
+    that need it answer 503 instead of accepting work that would never be done."""
     amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
 
-    policy_file: Path | None = None
-    """The operator-rendered policy document (rate limits, versioning, idempotency)."""
+    policy: Policy = Policy()
+    """Rate limits, versioning and idempotency, as JSON in `ADBM_POLICY`."""
 
+    http_port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    metrics_port: Annotated[int, Field(ge=1, le=65535)] = 9090
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     trace_sampling_ratio: Annotated[float, Field(ge=0, le=1)] = 0.1
 

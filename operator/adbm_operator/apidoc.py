@@ -24,8 +24,15 @@ NAMED_PATTERNS = {
     model.LABEL_VALUE: "label value",
 }
 
-BEGIN = "<!-- BEGIN GENERATED: adbm-operator docs -->"
-END = "<!-- END GENERATED: adbm-operator docs -->"
+REFERENCE = "adbm-operator docs"
+
+
+def begin(section: str) -> str:
+    return f"<!-- BEGIN GENERATED: {section} -->"
+
+
+def end(section: str) -> str:
+    return f"<!-- END GENERATED: {section} -->"
 
 
 def _type(node: dict[str, Any]) -> str:
@@ -115,8 +122,12 @@ def field_reference() -> str:
     return "\n".join(rows) + "\n"
 
 
-def embed(readme: str) -> str:
-    """The README with its generated section replaced by the current reference."""
-    head, _, rest = readme.partition(BEGIN)
-    _, _, tail = rest.partition(END)
-    return f"{head}{BEGIN}\n{field_reference()}{END}{tail}"
+def embed(readme: str, sections: dict[str, str]) -> str:
+    """The README with each generated section (between its markers) replaced."""
+    for section, content in sections.items():
+        head, found, rest = readme.partition(begin(section))
+        if not found or end(section) not in rest:
+            raise ValueError(f"no generated section {section!r} ({begin(section)} ... )")
+        _, _, tail = rest.partition(end(section))
+        readme = f"{head}{begin(section)}\n{content}{end(section)}{tail}"
+    return readme

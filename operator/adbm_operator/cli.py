@@ -12,7 +12,7 @@ from typing import Any, TextIO
 import yaml
 from pydantic import ValidationError
 
-from adbm_operator import apidoc, crd, model
+from adbm_operator import apidoc, crd, model, specs, yamlout
 
 
 class InputError(Exception):
@@ -74,23 +74,50 @@ def load(path: str, stdin: TextIO | None = None) -> list[model.BackendService]:
 
 
 def dump(objects: Sequence[dict[str, Any]], output: str) -> str:
+    """YAML documents, or one JSON `List` (what `kubectl apply -f -` takes)."""
     if output == "json":
-        body: Any = (
-            objects[0]
-            if len(objects) == 1
-            else {"apiVersion": "v1", "kind": "List", "items": list(objects)}
-        )
+        body = {"apiVersion": "v1", "kind": "List", "items": list(objects)}
         return json.dumps(body, indent=2) + "\n"
-    return yaml.safe_dump_all(objects, sort_keys=False)
+    return yamlout.dump_all(objects)
 
 
 def _render(args: argparse.Namespace) -> str:
     objects = load(args.filename)
-    return dump([model.with_defaults(obj) for obj in objects], args.output)
+    if args.defaults:
+        return dump([model.with_defaults(obj) for obj in objects], args.output)
+    children = []
+    for obj in objects:
+        rendered = specs.render(obj)
+        children.extend(rendered)
+        # A summary for the reviewer on stderr, so stdout stays pipeable to kubectl.
+        print(summary(obj, rendered), file=sys.stderr)
+    return dump(children, args.output)
+
+
+def summary(obj: model.BackendService, children: Sequence[dict[str, Any]]) -> str:
+    db = obj.spec.database
+    return (
+        f"{obj.namespace}/{obj.name}: {len(children)} objects; at most"
+        f" {model.max_connections(obj.spec)} database connections"
+        f" (pool.maxSize {db.pool.max_size}) of a budget of {db.connection_budget}"
+    )
 
 
 def _crd(args: argparse.Namespace) -> str:
     return crd.crd_yaml()
+
+
+RENDER_SAMPLE = "examples/minimal.yaml"
+
+
+def readme_sections(root: Path) -> dict[str, str]:
+    """What the README's generated sections must say: the field reference, and the real output
+    of `adbm-operator render` for the minimal example."""
+    sample = dump(specs.render(load(str(root / RENDER_SAMPLE))[0]), "yaml")
+    return {
+        apidoc.REFERENCE: apidoc.field_reference(),
+        f"adbm-operator render -f {RENDER_SAMPLE}": f"```yaml\n{sample}```\n",
+    }
 
 
 def _docs(args: argparse.Namespace) -> str:
@@ -99,12 +126,13 @@ def _docs(args: argparse.Namespace) -> str:
     path = Path(args.update)
     try:
         text = path.read_text(encoding="utf-8")
+        updated = apidoc.embed(text, readme_sections(path.resolve().parent))
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror}") from exc
-    if apidoc.BEGIN not in text or apidoc.END not in text:
-        raise InputError(f"{path}: has no generated section ({apidoc.BEGIN} ... {apidoc.END})")
-    path.write_text(apidoc.embed(text), encoding="utf-8")
-    return f"updated the field reference in {path}\n"
+    except ValueError as exc:
+        raise InputError(f"{path}: {exc}") from exc
+    path.write_text(updated, encoding="utf-8")
+    return f"updated the generated sections of {path}\n"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,10 +142,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     render = sub.add_parser(
-        "render", help="validate BackendServices and print them with every default applied"
+        "render",
+        help="validate BackendServices and print every object the operator will apply for them",
     )
     render.add_argument("-f", "--filename", required=True, help="YAML file, or - for stdin")
     render.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
+    render.add_argument(
+        "--defaults",
+        action="store_true",
+        help="print the BackendServices themselves with every default applied instead",
+    )
     render.set_defaults(func=_render)
 
     crd_cmd = sub.add_parser("crd", help="print the BackendService CustomResourceDefinition")

@@ -30,6 +30,8 @@ from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
+from adbm_operator import quantity
+
 GROUP = "adbm.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -43,21 +45,25 @@ DEFAULT_COLLECTOR_IMAGE = "otel/opentelemetry-collector:0.140.0"
 
 # Patterns shared with Kubernetes' own validation, so a value accepted here is accepted there.
 DNS_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+DNS_1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 SECRET_KEY = r"^[-._a-zA-Z0-9]+$"
-QUANTITY = (
-    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
-    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
-)
-# Prometheus duration, as the prometheus-operator CRDs validate it.
+QUANTITY = quantity.PATTERN
+# Prometheus duration as the prometheus-operator CRDs validate it, less its bare `0` (a zero
+# interval is caught by a rule: it would silently fall back to Prometheus' global default).
 PROM_DURATION = (
-    r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
+    r"^(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?$"
 )
 SQL_IDENTIFIER = r"^[a-z_][a-z0-9_]{0,62}$"
 # A custom Postgres setting must be namespaced: `prefix.name`.
 PG_CUSTOM_SETTING = r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$"
 API_VERSION_NAME = r"^v[1-9][0-9]{0,2}$"
 LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+# A label key: optional DNS-subdomain prefix and `/`, then a name of at most 63 characters.
+LABEL_KEY = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
 
 
 @dataclass(frozen=True)
@@ -130,6 +136,21 @@ class ResourceList(ApiModel):
     """Memory, e.g. `256Mi`."""
 
 
+def _not_above(requests: str | None, limits: str | None) -> bool:
+    return requests is None or limits is None or quantity.parse(requests) <= quantity.parse(limits)
+
+
+def _request_within_limit(resource: Literal["cpu", "memory"]) -> Rule:
+    # Kubernetes CEL's quantity library compares quantities by value, as the Python side does.
+    return Rule(
+        cel=f"!has(self.requests) || !has(self.limits) || !has(self.requests.{resource})"
+        f" || !has(self.limits.{resource})"
+        f" || !quantity(self.requests.{resource}).isGreaterThan(quantity(self.limits.{resource}))",
+        message=f"requests.{resource} must not exceed limits.{resource}",
+        holds=lambda s: _not_above(getattr(s.requests, resource), getattr(s.limits, resource)),
+    )
+
+
 class Resources(ApiModel):
     """Compute resources of one container."""
 
@@ -137,6 +158,11 @@ class Resources(ApiModel):
     """Guaranteed resources, used for scheduling."""
     limits: ResourceList = ResourceList()
     """Hard caps; exceeding the memory limit kills the container."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        _request_within_limit("cpu"),
+        _request_within_limit("memory"),
+    )
 
 
 def _resources(cpu: str, memory: str, memory_limit: str) -> Resources:
@@ -179,7 +205,8 @@ class WorkerAutoscaling(Autoscaling):
     scaler: WorkerScaler = WorkerScaler.CPU
     """`CPU` renders a HorizontalPodAutoscaler; `QueueLength` renders a KEDA ScaledObject."""
     target_queue_length: Annotated[int, Field(ge=1, le=1_000_000)] = 100
-    """Ready messages per replica the QueueLength scaler aims for."""
+    """Ready messages per replica the QueueLength scaler aims for, per queue: with several
+    queues the busiest one decides the replica count."""
 
     rules: ClassVar[tuple[Rule, ...]] = (
         *Autoscaling.rules,
@@ -518,16 +545,24 @@ class ServiceMonitorSpec(ApiModel):
 
     enabled: bool = True
     """Whether to render it (skipped, and said in status, when the CRD is not installed)."""
-    interval: Annotated[str, Field(pattern=PROM_DURATION, max_length=16)] = "30s"
+    interval: Annotated[str, Field(pattern=PROM_DURATION, min_length=2, max_length=16)] = "30s"
     """Scrape interval."""
     labels: Annotated[
         dict[
-            Annotated[str, Field(max_length=253)],
+            Annotated[str, Field(pattern=LABEL_KEY, max_length=317)],
             Annotated[str, Field(pattern=LABEL_VALUE, max_length=63)],
         ],
         Field(max_length=16),
     ] = {}
     """Extra labels, e.g. the `release` label your Prometheus selects ServiceMonitors by."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="self.interval.matches('[1-9]')",
+            message="serviceMonitor.interval must not be zero",
+            holds=lambda s: re.search("[1-9]", s.interval) is not None,
+        ),
+    )
 
 
 class Observability(ApiModel):
@@ -689,7 +724,7 @@ class ObjectMeta(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     name: Annotated[str, Field(min_length=1, max_length=253)]
-    namespace: str = "default"
+    namespace: Annotated[str, Field(pattern=DNS_1123_LABEL, max_length=63)] = "default"
     generation: int = 0
     labels: dict[str, str] = {}
     annotations: dict[str, str] = {}

@@ -22,7 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel, Field, ValidationError
 
-from adbm_operator import model
+from adbm_operator import model, quantity
 from adbm_operator.crd import build_crd, openapi_schema
 from adbm_operator.model import ApiModel, Rule
 
@@ -45,12 +45,27 @@ def cel_sum(values: celtypes.ListType) -> Any:
     return functools.reduce(operator.add, values, start)
 
 
+def cel_quantity(text: celtypes.StringType) -> celtypes.DoubleType:
+    """`quantity(string)` of Kubernetes' CEL quantity library, as a number celpy can compare."""
+    return celtypes.DoubleType(float(quantity.parse(str(text))))
+
+
+def cel_is_greater_than(a: celtypes.DoubleType, b: celtypes.DoubleType) -> celtypes.BoolType:
+    """`Quantity.isGreaterThan(Quantity)`; celpy dispatches `a.f(b)` as `f(a, b)`."""
+    return celtypes.BoolType(a > b)
+
+
 ENV = celpy.Environment()
+KUBERNETES_FUNCTIONS = {
+    "sum": cel_sum,
+    "quantity": cel_quantity,
+    "isGreaterThan": cel_is_greater_than,
+}
 
 
 @functools.cache
 def program(expr: str) -> celpy.Runner:
-    return ENV.program(ENV.compile(expr), functions={"sum": cel_sum})
+    return ENV.program(ENV.compile(expr), functions=KUBERNETES_FUNCTIONS)
 
 
 def cel_holds(expr: str, self_value: Any) -> bool:
@@ -117,6 +132,8 @@ def test_rules_are_collected() -> None:
         "Versioning",
         "Queue",
         "OtelCollector",
+        "Resources",
+        "ServiceMonitorSpec",
         "BackendServiceSpec",
         "BackendService",
     }
@@ -166,6 +183,13 @@ def workers(*groups: tuple[str, int, int | None]) -> model.Queue:
 def deprecated(version: str, at: datetime, sunset: datetime) -> model.DeprecatedVersion:
     return model.DeprecatedVersion.model_construct(
         version=version, deprecated_at=at, sunset_at=sunset, link=None
+    )
+
+
+def resources(requests: dict[str, str], limits: dict[str, str]) -> model.Resources:
+    """Built without validation, so samples can break the rules."""
+    return model.Resources.model_construct(
+        requests=model.ResourceList(**requests), limits=model.ResourceList(**limits)
     )
 
 
@@ -220,6 +244,18 @@ SAMPLES: list[BaseModel] = [
     ),
     workers(("a", 1, None), ("b", 1, None)),
     workers(("a", 1, None)).model_copy(update={"workers": workers(("a", 1, None)).workers * 2}),
+    model.Resources(),
+    resources(requests={"cpu": "1", "memory": "1Gi"}, limits={"cpu": "1000m", "memory": "1Gi"}),
+    resources(requests={"cpu": "250m"}, limits={"memory": "1Gi"}),
+    # 1Gi is more than 1G: a rule comparing text, or ignoring suffixes, gets these wrong.
+    resources(requests={"memory": "1G"}, limits={"memory": "1Gi"}),
+    resources(requests={"memory": "1Gi"}, limits={"memory": "1G"}),
+    resources(requests={"cpu": "1500m"}, limits={"cpu": "1"}),
+    resources(requests={"cpu": "2e0"}, limits={"cpu": "1"}),
+    model.ServiceMonitorSpec(),
+    model.ServiceMonitorSpec(interval="1m0s"),
+    model.ServiceMonitorSpec().model_copy(update={"interval": "0s"}),
+    model.ServiceMonitorSpec().model_copy(update={"interval": "0m00s"}),
     model.OtelCollector(endpoint="tempo:4317"),
     model.OtelCollector(enabled=False),
     model.OtelCollector(enabled=False).model_copy(update={"enabled": True}),
@@ -431,7 +467,8 @@ def full_object() -> dict[str, Any]:
 
 def test_a_valid_object_passes_every_rule_in_the_crd() -> None:
     results = list(crd_rule_results(ROOT, full_object()))
-    assert len(results) == 14
+    # 12 model rules + 2 key rules on the labels map + 2 on each of 3 `resources` nodes + ...
+    assert len(results) == 24
     assert all(ok for _, _, ok in results), [r for r in results if not r[2]]
 
 
@@ -472,10 +509,10 @@ ZERO_MESSAGE = model.WorkerAutoscaling.rules[1].message
         ("metadata.name", "Shop", ("", model.BackendService.root_rules[0].message)),
         (
             "spec.observability.serviceMonitor.labels",
-            {"k" * 254: "v"},
+            {"not a label key": "v"},
             (
                 "spec.observability.serviceMonitor.labels",
-                "every key must be at most 253 characters",
+                f"every key must match {model.LABEL_KEY}",
             ),
         ),
     ],

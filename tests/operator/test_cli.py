@@ -10,27 +10,38 @@ from pathlib import Path
 import pytest
 import yaml
 
-from adbm_operator import apidoc, cli, crd, model
+from adbm_operator import apidoc, cli, crd, model, specs
 
 ROOT = Path(__file__).parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
-def test_render_prints_each_example_with_defaults(
+def test_render_prints_exactly_the_children_the_operator_applies(
     example: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert cli.main(["render", "-f", str(example)]) == 0
     rendered = list(yaml.safe_load_all(capsys.readouterr().out))
-    expected = model.with_defaults(model.parse(yaml.safe_load(example.read_text())))
-    assert expected in rendered
+    assert rendered == specs.render(model.parse(yaml.safe_load(example.read_text())))
+    kinds = {obj["kind"] for obj in rendered}
+    assert {"ConfigMap", "Deployment", "Service", "PodDisruptionBudget"} <= kinds
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_render_defaults_prints_the_object_with_every_default(
+    example: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["render", "--defaults", "-f", str(example)]) == 0
+    rendered = list(yaml.safe_load_all(capsys.readouterr().out))
+    assert rendered == [model.with_defaults(model.parse(yaml.safe_load(example.read_text())))]
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
 def test_render_json(example: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["render", "-f", str(example), "-o", "json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["kind"] in {"BackendService", "List"}
+    assert out["kind"] == "List"
+    assert out["items"] == specs.render(model.parse(yaml.safe_load(example.read_text())))
 
 
 def test_render_reads_stdin_and_several_documents(
@@ -38,7 +49,7 @@ def test_render_reads_stdin_and_several_documents(
 ) -> None:
     both = "\n---\n".join(p.read_text() for p in EXAMPLES)
     monkeypatch.setattr(sys, "stdin", __import__("io").StringIO(both))
-    assert cli.main(["render", "-f", "-"]) == 0
+    assert cli.main(["render", "--defaults", "-f", "-"]) == 0
     names = [d["metadata"]["name"] for d in yaml.safe_load_all(capsys.readouterr().out)]
     assert sorted(names) == sorted(
         yaml.safe_load(p.read_text())["metadata"]["name"] for p in EXAMPLES
@@ -103,12 +114,16 @@ def test_console_script_is_installed() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert yaml.safe_load(result.stdout)["spec"]["database"]["pool"]["maxSize"] == 8
+    config = next(d for d in yaml.safe_load_all(result.stdout) if d["kind"] == "ConfigMap")
+    assert config["data"]["ADBM_DB_POOL_MAX_SIZE"] == "8"
+    assert "payments/payments: " in result.stderr
+    assert "at most 136 database connections (pool.maxSize 8) of a budget of 200" in result.stderr
 
 
-def test_readme_field_reference_is_current() -> None:
+def test_readme_generated_sections_are_current() -> None:
     readme = (ROOT / "README.md").read_text()
-    assert apidoc.embed(readme) == readme, "run: adbm-operator docs --update README.md"
+    expected = apidoc.embed(readme, cli.readme_sections(ROOT))
+    assert expected == readme, "run: adbm-operator docs --update README.md"
 
 
 def test_field_reference_lists_every_spec_field_and_rule() -> None:
@@ -125,12 +140,19 @@ def test_field_reference_lists_every_spec_field_and_rule() -> None:
     assert "exceed database.connectionBudget" in reference
 
 
-def test_docs_update_rewrites_only_the_generated_section(tmp_path: Path) -> None:
+def test_docs_update_rewrites_only_the_generated_sections(tmp_path: Path) -> None:
+    (tmp_path / "examples").mkdir()
+    (tmp_path / cli.RENDER_SAMPLE).write_text((ROOT / cli.RENDER_SAMPLE).read_text())
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{apidoc.BEGIN}\nstale\n{apidoc.END}\noutro\n")
+    parts = ["intro\n"]
+    for section in cli.readme_sections(tmp_path):
+        parts.append(f"{apidoc.begin(section)}\nstale\n{apidoc.end(section)}\nbetween\n")
+    readme.write_text("".join(parts) + "outro\n")
     assert cli.main(["docs", "--update", str(readme)]) == 0
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith("outro\n")
+    assert text.count("between\n") == 2
     assert "stale" not in text and "spec.database.pool.maxSize" in text
+    assert "kind: Deployment" in text
     readme.write_text("no markers\n")
     assert cli.main(["docs", "--update", str(readme)]) == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -355,8 +356,15 @@ def test_rules_sit_on_the_node_of_their_model() -> None:
         "spec.versioning": cels(model.Versioning),
         "spec.versioning.deprecated[]": cels(model.DeprecatedVersion),
         "spec.observability.otelCollector": cels(model.OtelCollector),
+        "spec.resources": cels(model.Resources),
+        "spec.queue.workers[].resources": cels(model.Resources),
+        "spec.observability.otelCollector.resources": cels(model.Resources),
+        "spec.observability.serviceMonitor": cels(model.ServiceMonitorSpec),
         # No CRD keyword bounds map keys; crd.py turns propertyNames into CEL.
-        "spec.observability.serviceMonitor.labels": ["self.all(k, k.size() <= 253)"],
+        "spec.observability.serviceMonitor.labels": [
+            f"self.all(k, k.matches({json.dumps(model.LABEL_KEY)}))",
+            "self.all(k, k.size() <= 317)",
+        ],
     }
 
 
