@@ -8,7 +8,7 @@ from adbm_operator import model
 from adbm_operator.specs import configmap
 from reference_service.config import Settings
 from reference_service.policy import Policy
-from tests.operator.specs.conftest import variant
+from tests.operator.specs.support import variant
 
 
 @pytest.mark.parametrize("example", ["minimal", "full"])

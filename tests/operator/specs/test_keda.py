@@ -9,7 +9,7 @@ import pytest
 
 from adbm_operator import model
 from adbm_operator.specs import keda, labels, worker
-from tests.operator.specs.conftest import variant
+from tests.operator.specs.support import variant
 
 # keda.sh/v1alpha1 fields the builders may use (KEDA v2 ScaledObject and TriggerAuthentication),
 # and the rabbitmq scaler's metadata keys. The CRD schema check elsewhere is the strict one;

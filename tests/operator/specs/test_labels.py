@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from adbm_operator import model
 from adbm_operator.specs import labels
-from tests.operator.specs.conftest import variant
+from tests.operator.specs.support import variant
 
 DNS_LABEL = re.compile(model.DNS_LABEL)
 

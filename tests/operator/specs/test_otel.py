@@ -9,7 +9,7 @@ import yaml
 
 from adbm_operator import model
 from adbm_operator.specs import otel
-from tests.operator.specs.conftest import variant
+from tests.operator.specs.support import variant
 
 
 def config_of(obj: model.BackendService) -> dict[str, Any]:

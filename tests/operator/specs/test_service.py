@@ -2,37 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-import kubernetes_validate
 import pytest
-import yaml
-from kubernetes_validate.utils import latest_version
 
-from adbm_operator import model
 from adbm_operator.specs import deployment, labels, pod, service
-
-EXAMPLES = Path(__file__).parents[3] / "examples"
-K8S_VERSIONS = sorted({"1.33", latest_version()})
-
-
-def example(name: str, changes: Mapping[str, Any] | None = None) -> model.BackendService:
-    """An example BackendService with dotted-path changes applied."""
-    body: dict[str, Any] = yaml.safe_load((EXAMPLES / f"{name}.yaml").read_text())
-    for path, value in (changes or {}).items():
-        *parents, leaf = path.split(".")
-        node = body
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
-    return model.parse(body)
-
-
-def assert_valid(obj: dict[str, Any]) -> None:
-    for version in K8S_VERSIONS:
-        kubernetes_validate.validate(obj, version, strict=True)
+from tests.operator.specs.support import assert_valid, example
 
 
 def app_container(dep: dict[str, Any]) -> dict[str, Any]:

@@ -6,22 +6,14 @@ import json
 import re
 from typing import Any
 
-import kubernetes_validate
 import pytest
 
 from adbm_operator import model
 from adbm_operator.specs import deployment, keda, labels, pod, worker
-from tests.operator.specs.conftest import variant
+from tests.operator.specs.support import assert_valid as validate
+from tests.operator.specs.support import variant
 
-# The oldest Kubernetes the operator supports, and the newest schema the validator ships.
-K8S_VERSIONS = sorted({"1.33", kubernetes_validate.latest_version()})
 DNS_LABEL = re.compile(model.DNS_LABEL)
-
-
-def validate(obj: dict[str, Any]) -> None:
-    """Strict schema validation: unknown fields and wrong types are errors."""
-    for version in K8S_VERSIONS:
-        kubernetes_validate.validate(obj, version, strict=True)
 
 
 def with_workers(*workers: dict[str, Any], name: str = "payments") -> model.BackendService:
