@@ -135,6 +135,30 @@ def _docs(args: argparse.Namespace) -> str:
     return f"updated the generated sections of {path}\n"
 
 
+def _run(args: argparse.Namespace) -> str:
+    # Imported here: the offline commands must not need Kopf's runtime or a cluster.
+    import kopf
+
+    from adbm_operator import telemetry
+    from adbm_operator.handlers import lifecycle, registry, runtime
+
+    if not args.all_namespaces and not args.namespace:
+        raise InputError("say which namespaces to watch: --namespace NS (repeatable) or -A")
+    telemetry.configure_logging(verbose=args.verbose)
+    telemetry.serve_metrics(args.metrics_port)
+    kopf.run(
+        registry=registry,
+        settings=lifecycle.settings(),
+        memo=runtime.new_memo(),
+        clusterwide=args.all_namespaces,
+        namespaces=args.namespace or (),
+        standalone=args.peering is None,
+        peering_name=args.peering,
+        liveness_endpoint=f"http://0.0.0.0:{args.liveness_port}/healthz",
+    )
+    return ""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="adbm-operator", description="Deploy backends to the ADBM standard."
@@ -156,6 +180,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     crd_cmd = sub.add_parser("crd", help="print the BackendService CustomResourceDefinition")
     crd_cmd.set_defaults(func=_crd)
+
+    run = sub.add_parser(
+        "run", help="run the operator against the cluster of the current kubeconfig (or in-cluster)"
+    )
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument(
+        "-n", "--namespace", action="append", help="watch this namespace (repeatable; globs ok)"
+    )
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
+    run.add_argument(
+        "--peering",
+        metavar="NAME",
+        help="coordinate with other replicas through the KopfPeering object NAME (HA: only the"
+        " highest-priority replica acts); without it the operator runs standalone",
+    )
+    run.add_argument("--metrics-port", type=int, default=8080, help="Prometheus /metrics port")
+    run.add_argument("--liveness-port", type=int, default=8081, help="/healthz port")
+    run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    run.set_defaults(func=_run)
 
     docs = sub.add_parser("docs", help="print the BackendService field reference (Markdown)")
     docs.add_argument(

@@ -1,0 +1,66 @@
+"""Drift: a managed child changed or deleted by hand is brought back.
+
+Every kind the operator creates is watched, filtered to objects carrying its labels. Any change
+re-runs the owner's reconcile, which re-applies only what differs, never a field an autoscaler
+owns; Deployment status changes arrive here too and move the owner's Ready condition.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from adbm_operator import kube, model, reconcile
+from adbm_operator.handlers import registry, runtime
+from adbm_operator.specs import labels
+
+SELECTOR: dict[str, Any] = {
+    labels.OWNER_LABEL: kopf.PRESENT,
+    "app.kubernetes.io/managed-by": labels.MANAGED_BY,
+}
+
+
+async def on_child_event(
+    event: kopf.RawEvent, body: kopf.Body, memo: Any, logger: kopf.Logger, **_: Any
+) -> None:
+    rt = runtime.of(memo)
+    meta = body.get("metadata", {})
+    owner = meta.get("labels", {}).get(labels.OWNER_LABEL)
+    refs = [r for r in meta.get("ownerReferences", []) or [] if r.get("kind") == model.KIND]
+    if owner is None or not refs:
+        return
+    client = await rt.api()
+    owner_body = await client.get(
+        kube.KINDS[(model.API_VERSION, model.KIND)], meta.get("namespace"), owner
+    )
+    if owner_body is None or owner_body["metadata"].get("uid") != refs[0].get("uid"):
+        return  # the owner is gone: garbage collection is removing this child
+    # Under the owner's lock: a reconcile in flight finishes first, so its own writes coming
+    # back are recognised as such.
+    async with rt.lock(meta.get("namespace"), owner):
+        rendered = rt.rendered.get((meta.get("namespace"), owner), {})
+    desired = rendered.get(runtime.identity(body))
+    drifted = event.get("type") == "DELETED" or desired is None or reconcile.differs(desired, body)
+    if not drifted and body.get("kind") != "Deployment":
+        return  # our own write coming back
+    try:
+        # A Deployment that only moved on with its rollout changes the status, nothing else.
+        outcome = await runtime.converge(rt, owner_body, drift=drifted, write=drifted, log=logger)
+    except LookupError:
+        return
+    except kube.ApiError as exc:
+        logger.warning(f"reconcile after a change to this child failed: {exc}")
+        runtime.retry_later(rt, meta.get("namespace"), owner)
+        return
+    if outcome.writes and event.get("type") in ("MODIFIED", "DELETED"):
+        logger.info(f"corrected drift of {body.get('kind')} {meta.get('name')}")
+    if outcome.temporary_error:
+        runtime.retry_later(rt, meta.get("namespace"), owner)
+
+
+for _kind in reconcile.MANAGED_KINDS:
+    _group, _, _version = _kind.api_version.rpartition("/")
+    kopf.on.event(_group, _version, _kind.plural, labels=SELECTOR, registry=registry)(
+        on_child_event
+    )

@@ -1,0 +1,65 @@
+"""Optional integrations, discovered live: the ServiceMonitor and KEDA CRDs.
+
+Watching CustomResourceDefinitions (rather than checking once at start-up) means installing the
+prometheus-operator or KEDA later is noticed at once: every BackendService is reconciled again
+and its ServiceMonitor or ScaledObjects appear, with no operator restart.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from adbm_operator import kube, model, reconcile
+from adbm_operator.handlers import registry, runtime
+
+
+def served(body: kopf.Body, event_type: str | None) -> bool:
+    if event_type == "DELETED" or body.get("metadata", {}).get("deletionTimestamp"):
+        return False
+    conditions = (body.get("status") or {}).get("conditions") or []
+    established = [c for c in conditions if c.get("type") == "Established"]
+    # A CRD the API server has not established yet serves nothing; one without conditions
+    # is taken at its word.
+    return not established or established[0].get("status") == "True"
+
+
+@kopf.on.event(
+    "apiextensions.k8s.io",
+    "v1",
+    "customresourcedefinitions",
+    when=lambda name, **_: name in reconcile.CRD_NAMES,
+    registry=registry,
+)
+async def on_crd_event(
+    event: kopf.RawEvent,
+    body: kopf.Body,
+    name: str,
+    memo: Any,
+    logger: kopf.Logger,
+    **kwargs: Any,
+) -> None:
+    by_name: kopf.Index[Any, bool] = kwargs["by_name"]
+    rt = runtime.of(memo)
+    key = reconcile.CRD_NAMES[name]
+    now = served(body, event.get("type"))
+    if now == rt.integrations.has(key):
+        return
+    if now:
+        rt.integrations.installed.add(key)
+    else:
+        rt.integrations.installed.discard(key)
+    logger.info(f"{key[1]} is {'now' if now else 'no longer'} served; reconciling all")
+    client = await rt.api()
+    for namespace, owner in sorted(by_name):
+        body_now = await client.get(kube.KINDS[(model.API_VERSION, model.KIND)], namespace, owner)
+        if body_now is None:
+            continue
+        try:
+            await runtime.converge(rt, body_now)
+        except LookupError:
+            continue
+        except kube.ApiError as exc:
+            logger.warning(f"reconcile of {namespace}/{owner} after the CRD change failed: {exc}")
+            runtime.retry_later(rt, namespace, owner)

@@ -1,0 +1,138 @@
+"""State the handlers share for one operator run: the API client, what the cluster serves, and a
+lock per BackendService so two triggers never reconcile the same object at once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import kopf
+
+from adbm_operator import kube, model, reconcile, status
+
+logger = logging.getLogger("adbm_operator")
+
+# Retries of triggers that have no retry of their own (child, Secret and CRD events).
+RETRY_DELAYS = (1.0, 5.0, 15.0, 60.0)
+
+
+@dataclass
+class Runtime:
+    integrations: reconcile.Integrations = field(default_factory=reconcile.Integrations)
+    client: kube.Client | None = None
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+    locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
+    retries: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
+    # What the last reconcile of each BackendService rendered and read: events that match it
+    # are our own writes coming back, and need no reconcile.
+    rendered: dict[tuple[str, str], dict[tuple[str, str, str], dict[str, Any]]] = field(
+        default_factory=dict
+    )
+    secrets_seen: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+
+    async def api(self) -> kube.Client:
+        await self.connected.wait()
+        assert self.client is not None
+        return self.client
+
+    def lock(self, namespace: str, name: str) -> asyncio.Lock:
+        return self.locks.setdefault((namespace, name), asyncio.Lock())
+
+
+def of(memo: Any) -> Runtime:
+    runtime = memo.get("runtime") if isinstance(memo, Mapping) else None
+    if not isinstance(runtime, Runtime):
+        raise RuntimeError("start the operator with memo=runtime.new_memo()")
+    return runtime
+
+
+def new_memo() -> kopf.Memo:
+    return kopf.Memo(runtime=Runtime())
+
+
+async def converge(
+    rt: Runtime,
+    body: Mapping[str, Any],
+    *,
+    drift: bool = False,
+    write: bool = True,
+    log: logging.Logger | logging.LoggerAdapter[Any] = logger,
+) -> reconcile.Outcome:
+    """Reconcile one BackendService under its lock, then publish status and events."""
+    client = await rt.api()
+    meta = body["metadata"]
+    async with rt.lock(meta["namespace"], meta["name"]):
+        # Re-read under the lock: another trigger may have moved the object on meanwhile.
+        fresh = await client.get(
+            kube.KINDS[(model.API_VERSION, model.KIND)], meta["namespace"], meta["name"]
+        )
+        if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+            raise LookupError(f"BackendService {meta['namespace']}/{meta['name']} is gone")
+        outcome = await reconcile.reconcile(
+            client, fresh, rt.integrations, drift=drift, write=write
+        )
+        await publish(client, fresh, outcome, log)
+        key = (meta["namespace"], meta["name"])
+        rt.rendered[key] = {identity(c): c for c in outcome.desired}
+        rt.secrets_seen[key] = outcome.secret_versions
+    return outcome
+
+
+def identity(obj: Mapping[str, Any]) -> tuple[str, str, str]:
+    return (obj.get("apiVersion", ""), obj.get("kind", ""), obj["metadata"]["name"])
+
+
+async def publish(
+    client: kube.Client,
+    body: Mapping[str, Any],
+    outcome: reconcile.Outcome,
+    log: logging.Logger | logging.LoggerAdapter[Any],
+) -> None:
+    """Write the status only when it changed (an idle operator writes nothing), and post one
+    Event per condition that changed."""
+    meta = body["metadata"]
+    patch = status.as_patch(outcome.status)
+    if _comparable(body.get("status")) != _comparable(patch):
+        await client.patch_status(
+            kube.KINDS[(model.API_VERSION, model.KIND)], meta["namespace"], meta["name"], patch
+        )
+    for t in outcome.transitions:
+        kopf.event(
+            cast(kopf.Body, body),
+            type="Warning" if t.warning else "Normal",
+            reason=t.reason,
+            message=f"{t.type}={t.status}: {t.message}"[:1024],
+        )
+        log.info(f"{t.type} is now {t.status} ({t.reason}): {t.message}")
+
+
+def _comparable(raw: Any) -> dict[str, Any]:
+    parsed = status.parse(raw) if raw else None
+    return status.as_patch(parsed) if parsed else {}
+
+
+def retry_later(rt: Runtime, namespace: str, name: str, attempt: int = 0) -> None:
+    """Converge again after a delay: for triggers whose temporary failure nothing else retries."""
+    key = (namespace, name)
+    if attempt >= len(RETRY_DELAYS) or (key in rt.retries and not rt.retries[key].done()):
+        return
+
+    async def later() -> None:
+        await asyncio.sleep(RETRY_DELAYS[attempt])
+        client = await rt.api()
+        body = await client.get(kube.KINDS[(model.API_VERSION, model.KIND)], namespace, name)
+        if body is None:
+            return
+        try:
+            outcome = await converge(rt, body)
+        except (LookupError, kube.ApiError) as exc:
+            logger.warning(f"retry of {namespace}/{name} failed: {exc}")
+            outcome = None
+        if outcome is None or outcome.temporary_error:
+            rt.retries.pop(key, None)
+            retry_later(rt, namespace, name, attempt + 1)
+
+    rt.retries[key] = asyncio.get_running_loop().create_task(later())

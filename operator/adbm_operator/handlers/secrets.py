@@ -1,0 +1,51 @@
+"""Secret rotation: a change to a Secret the pods read rolls them.
+
+The pod template carries a hash of the referenced Secrets' resourceVersions
+(`checksum/secrets`), so re-rendering after a Secret event changes it exactly when needed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from adbm_operator import kube, model
+from adbm_operator.handlers import registry, runtime
+
+
+@kopf.on.event("", "v1", "secrets", registry=registry)
+async def on_secret_event(
+    body: kopf.Body,
+    memo: Any,
+    logger: kopf.Logger,
+    **kwargs: Any,
+) -> None:
+    by_secret: kopf.Index[Any, str] = kwargs["by_secret"]
+    meta = body.get("metadata", {})
+    namespace, name = meta.get("namespace"), meta.get("name")
+    rt = runtime.of(memo)
+    version = meta.get("resourceVersion")
+    owners = set()
+    for owner in by_secret.get((namespace, name), []):
+        # Under the owner's lock, so a reconcile in flight records what it read first.
+        async with rt.lock(namespace, owner):
+            seen = rt.secrets_seen.get((namespace, owner))
+        # Never reconciled yet: its own create/resume handler reads the Secret as it is now.
+        # Seen at this version: the pods already carry it.
+        if seen is not None and seen.get(name) != version:
+            owners.add(owner)
+    if not owners:
+        return
+    client = await rt.api()
+    for owner in sorted(owners):
+        owner_body = await client.get(kube.KINDS[(model.API_VERSION, model.KIND)], namespace, owner)
+        if owner_body is None:
+            continue
+        try:
+            await runtime.converge(rt, owner_body, log=logger)
+        except LookupError:
+            continue
+        except kube.ApiError as exc:
+            logger.warning(f"rolling {owner} after a change to Secret {name} failed: {exc}")
+            runtime.retry_later(rt, namespace, owner)

@@ -1,0 +1,171 @@
+"""A small async Kubernetes client for the calls Kopf does not make for us.
+
+It reuses the credentials Kopf logged in with (`kopf.ConnectionInfo`), so the operator has one
+identity, and speaks plain REST: server-side apply with one field manager, get, list by label,
+delete, and status patches. Only the kinds the operator manages are known to it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import kopf
+
+FIELD_MANAGER = "adbm-operator"
+
+
+@dataclass(frozen=True)
+class Kind:
+    api_version: str
+    kind: str
+    plural: str
+    namespaced: bool = True
+
+    def path(self, namespace: str | None, name: str | None = None) -> str:
+        base = (
+            f"/api/{self.api_version}"
+            if "/" not in self.api_version
+            else f"/apis/{self.api_version}"
+        )
+        if self.namespaced:
+            base += f"/namespaces/{namespace}"
+        base += f"/{self.plural}"
+        return f"{base}/{name}" if name else base
+
+
+KINDS = {
+    (k.api_version, k.kind): k
+    for k in (
+        Kind("v1", "ConfigMap", "configmaps"),
+        Kind("v1", "Secret", "secrets"),
+        Kind("v1", "Service", "services"),
+        Kind("apps/v1", "Deployment", "deployments"),
+        Kind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
+        Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
+        Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
+        Kind("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors"),
+        Kind("keda.sh/v1alpha1", "ScaledObject", "scaledobjects"),
+        Kind("keda.sh/v1alpha1", "TriggerAuthentication", "triggerauthentications"),
+        Kind("adbm.io/v1alpha1", "BackendService", "backendservices"),
+        Kind(
+            "apiextensions.k8s.io/v1",
+            "CustomResourceDefinition",
+            "customresourcedefinitions",
+            namespaced=False,
+        ),
+    )
+}
+
+
+def kind_of(obj: Mapping[str, Any]) -> Kind:
+    return KINDS[(obj["apiVersion"], obj["kind"])]
+
+
+class ApiError(Exception):
+    """An API server answer other than success."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+    @property
+    def temporary(self) -> bool:
+        """Worth retrying as is: server errors, throttling, conflicts, timeouts."""
+        return self.status >= 500 or self.status in (408, 409, 429)
+
+
+class Client:
+    def __init__(self, info: kopf.ConnectionInfo) -> None:
+        self._server = info.server.rstrip("/")
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=64, ssl=info.as_ssl_context()),
+            headers={**info.as_http_headers(), "User-Agent": FIELD_MANAGER},
+            timeout=aiohttp.ClientTimeout(total=30),
+        )
+        self.calls: dict[str, int] = {}
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any] | None:
+        self.calls[method] = self.calls.get(method, 0) + 1
+        data = None if body is None else json.dumps(body)
+        headers = {"Content-Type": content_type} if body is not None else {}
+        try:
+            async with self._session.request(
+                method, self._server + path, params=params, data=data, headers=headers
+            ) as response:
+                text = await response.text()
+                if response.status == 404 and method in ("GET", "DELETE"):
+                    return None
+                if response.status >= 400:
+                    try:
+                        status = json.loads(text)
+                    except ValueError:
+                        status = {}
+                    raise ApiError(
+                        response.status,
+                        status.get("reason", response.reason or ""),
+                        status.get("message", text[:500]),
+                    )
+                parsed: dict[str, Any] = json.loads(text) if text else {}
+                return parsed
+        except (TimeoutError, aiohttp.ClientConnectionError) as exc:
+            raise ApiError(503, "Unavailable", f"API server unreachable: {exc!r}") from exc
+
+    async def get(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any] | None:
+        return await self._request("GET", kind.path(namespace, name))
+
+    async def list(
+        self, kind: Kind, namespace: str | None, selector: Mapping[str, str]
+    ) -> list[dict[str, Any]]:
+        label_selector = ",".join(f"{k}={v}" for k, v in selector.items())
+        found = await self._request(
+            "GET", kind.path(namespace), params={"labelSelector": label_selector}
+        )
+        return list((found or {}).get("items", []))
+
+    async def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Server-side apply as the one field manager; `force` takes over fields another
+        manager (e.g. `kubectl edit`) changed, which is how drift is corrected."""
+        kind = kind_of(obj)
+        result = await self._request(
+            "PATCH",
+            kind.path(obj["metadata"].get("namespace"), obj["metadata"]["name"]),
+            params={"fieldManager": FIELD_MANAGER, "force": "true"},
+            body=obj,
+            content_type="application/apply-patch+yaml",
+        )
+        assert result is not None
+        return result
+
+    async def delete(self, kind: Kind, namespace: str | None, name: str) -> None:
+        await self._request(
+            "DELETE",
+            kind.path(namespace, name),
+            body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"},
+        )
+
+    async def patch_status(
+        self, kind: Kind, namespace: str | None, name: str, status: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        return await self._request(
+            "PATCH",
+            kind.path(namespace, name) + "/status",
+            body={"status": status},
+            content_type="application/merge-patch+json",
+        )
