@@ -75,7 +75,14 @@ MAX_ANNOTATIONS_BYTES = 256 * 1024
 MAX_CONFIGMAP_BYTES = 1024 * 1024
 
 CORE_API_VERSIONS = frozenset(
-    {"v1", "apps/v1", "policy/v1", "networking.k8s.io/v1", "autoscaling/v2"}
+    {
+        "v1",
+        "apps/v1",
+        "policy/v1",
+        "networking.k8s.io/v1",
+        "autoscaling/v2",
+        "rbac.authorization.k8s.io/v1",
+    }
 )
 
 
