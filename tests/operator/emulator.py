@@ -64,6 +64,31 @@ import jsonpointer
 import kmock
 import yaml
 from kmock import Response  # type: ignore[attr-defined]  # exported, if missing from __all__
+from kmock._internal import parsing as _kmock_parsing
+
+_parse_path = _kmock_parsing.parse_path
+
+
+def _parse_namespace_path(path: str) -> Any:
+    """kmock 0.8 reads `/api/v1/namespaces[/NAME]` as a namespace prefix with no resource, so
+    listing or getting Namespace objects (Kopf does, to follow `--namespace`) fails with 500.
+    In Kubernetes, `namespaces/NAME/PLURAL...` is a prefix only when a resource follows."""
+    parts = path.strip("/").split("/")
+    rest = parts[2:]
+    namespace_object = len(rest) <= 2 or (len(rest) == 3 and rest[2] in ("status", "finalize"))
+    if parts[:2] == ["api", "v1"] and rest[:1] == ["namespaces"] and namespace_object:
+        return _kmock_parsing.ParsedPath(
+            group="",
+            version="v1",
+            plural="namespaces",
+            namespace=None,
+            name=rest[1] if len(rest) >= 2 else None,
+            subresource=rest[2] if len(rest) == 3 else None,
+        )
+    return _parse_path(path)
+
+
+_kmock_parsing.parse_path = _parse_namespace_path
 
 APPLY = "application/apply-patch+yaml"
 MERGE = {"application/merge-patch+json", "application/strategic-merge-patch+json"}

@@ -11,10 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import json
+import socket
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import kmock as kmock_lib
 import kopf
 import pytest
@@ -101,6 +105,8 @@ def backend(**spec_changes: Any) -> dict[str, Any]:
 
 
 async def create_secrets(cluster: AdbmEmulator) -> None:
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}
+    await call(cluster, "POST", "/api/v1/namespaces", namespace)
     for name in ("shop-db-app", "shop-redis", "shop-rabbitmq"):
         secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}}
         await call(cluster, "POST", url("Secret"), {**secret, "data": {"uri": "eA=="}})
@@ -545,3 +551,66 @@ async def test_metrics_count_reconciles_applies_and_drift(operator: AdbmEmulator
         )
     )
     assert await get(operator, "PodDisruptionBudget", "shop-api") is not None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def http_get(port: int, path: str) -> tuple[int, str]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}{path}") as response,
+    ):
+        return response.status, await response.text()
+
+
+async def test_the_cli_runs_the_operator_with_metrics_and_liveness(
+    cluster: AdbmEmulator, kubeconfig: None
+) -> None:
+    """`adbm-operator run` as a user starts it: a real process, its own login and ports."""
+    await create_secrets(cluster)
+    metrics_port, liveness_port = free_port(), free_port()
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "adbm-operator"),
+        "run",
+        "--namespace",
+        NS,
+        "--metrics-port",
+        str(metrics_port),
+        "--liveness-port",
+        str(liveness_port),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        await call(cluster, "POST", BACKENDS, backend())
+        await until(lambda: get(cluster, "Deployment", "shop-api"), timeout=30)
+        await until(lambda: get(cluster, "Deployment", "shop-worker-orders"), timeout=30)
+        status, _ = await until(lambda: _probe(liveness_port, "/healthz"), timeout=30)
+        assert status == 200
+
+        async def reconciled() -> str | None:
+            _, metrics = await http_get(metrics_port, "/metrics")
+            return metrics if 'adbm_operator_reconcile_total{result="ok"}' in metrics else None
+
+        metrics = await until(reconciled, timeout=30)
+        assert 'adbm_operator_children_applied_total{kind="Deployment"} 2.0' in metrics
+    finally:
+        process.terminate()
+        output, _ = await asyncio.wait_for(process.communicate(), timeout=30)
+    lines = [json.loads(line) for line in output.decode().splitlines() if line.startswith("{")]
+    assert lines, output.decode()[-2000:]
+    about_shop = [line for line in lines if (line.get("object") or {}).get("name") == "shop"]
+    assert about_shop, "log lines about the BackendService name it"
+    assert all(line["object"]["namespace"] == NS for line in about_shop)
+
+
+async def _probe(port: int, path: str) -> tuple[int, str] | None:
+    try:
+        return await http_get(port, path)
+    except aiohttp.ClientConnectionError:
+        return None
