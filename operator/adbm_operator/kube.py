@@ -86,7 +86,8 @@ class Client:
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=64, ssl=info.as_ssl_context()),
             headers={**info.as_http_headers(), "User-Agent": FIELD_MANAGER},
-            timeout=aiohttp.ClientTimeout(total=30),
+            # No total: time queued for a pooled connection is not the API server's fault.
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60),
         )
         self.calls: dict[str, int] = {}
 

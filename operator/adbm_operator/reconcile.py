@@ -17,7 +17,7 @@ from typing import Any, Literal
 from adbm_operator import kube, model, specs, status, telemetry
 from adbm_operator.model import BackendService, ChildSummary
 from adbm_operator.specs import deployment, keda, labels, pod, servicemonitor, worker
-from adbm_operator.status import Transition
+from adbm_operator.status import Rollout, Transition
 
 SERVICE_MONITOR = ("monitoring.coreos.com/v1", "ServiceMonitor")
 SCALED_OBJECT = ("keda.sh/v1alpha1", "ScaledObject")
@@ -110,6 +110,7 @@ class Outcome:
     desired: list[dict[str, Any]] = field(default_factory=list)
     """The children as rendered (with owner references): what later events are compared to."""
     secret_versions: dict[str, str] = field(default_factory=dict)
+    rollouts: list[Rollout] = field(default_factory=list)
 
 
 async def secret_versions(
@@ -135,10 +136,12 @@ async def reconcile(
     *,
     drift: bool = False,
     write: bool = True,
+    known_secrets: Mapping[str, str] | None = None,
 ) -> Outcome:
     """Converge one BackendService and compute its status. `drift` marks a run triggered by a
     change to a child, so corrections are counted as drift; `write=False` only observes (a
-    Deployment's rollout moved on, nothing of ours changed)."""
+    Deployment's rollout moved on, nothing of ours changed), and then `known_secrets` (the
+    versions the last reconcile read) spares reading the Secrets again."""
     started = time.perf_counter()
     obj = model.parse(dict(body))
     previous = status.parse(body.get("status"))
@@ -148,7 +151,11 @@ async def reconcile(
     temporary: str | None = None
     children: list[ChildSummary] = []
     notes: list[str] = []
-    versions, missing = await secret_versions(client, obj)
+    if known_secrets is not None and not write:
+        versions = dict(known_secrets)
+        missing = [r.name for r in pod.referenced_secrets(obj) if r.name not in versions]
+    else:
+        versions, missing = await secret_versions(client, obj)
 
     desired = specs.render(obj, secret_versions=versions)
     for child in desired:
@@ -222,6 +229,7 @@ async def reconcile(
         temporary,
         desired=desired,
         secret_versions=versions,
+        rollouts=[api, *workers],
     )
 
 

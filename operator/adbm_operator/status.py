@@ -231,6 +231,10 @@ def compute(
     )
 
 
+# Reasons a BackendService is not Ready yet for which nobody needs to act.
+_ON_THE_WAY = {"RollingOut", "Pending"}
+
+
 @dataclass(frozen=True)
 class Transition:
     type: str
@@ -243,16 +247,21 @@ class Transition:
 def transitions(
     previous: BackendServiceStatus | None, current: BackendServiceStatus
 ) -> list[Transition]:
-    """Condition changes worth a Kubernetes Event: a new status or a new reason."""
+    """Condition changes worth a Kubernetes Event: a new status or a new reason. A first status
+    announces only what needs attention; the rest is what a new object is expected to say."""
     before = {c.type: c for c in (previous.conditions if previous else [])}
     changed = []
     for c in current.conditions:
         old = before.get(c.type)
         if old is not None and (old.status, old.reason) == (c.status, c.reason):
             continue
-        bad = (c.type == DEGRADED and c.status == TRUE) or (
-            c.type != DEGRADED and c.type != PAUSED and c.status == FALSE and c.reason != "Pending"
+        bad = (
+            (c.type == DEGRADED and c.status == TRUE)
+            or (c.type == MONITORING_READY and c.status == FALSE)
+            or (c.type == READY and c.status == FALSE and c.reason not in _ON_THE_WAY)
         )
+        if old is None and not bad:
+            continue
         changed.append(Transition(c.type, c.status.value, c.reason, c.message, bad))
     return changed
 

@@ -159,14 +159,12 @@ def test_transition_time_moves_only_when_the_status_flips() -> None:
 
 def test_transitions_name_each_changed_condition_once() -> None:
     first = status.compute(observe(), None, T0)
-    assert {t.type for t in status.transitions(None, first)} == {
-        "Ready",
-        "Degraded",
-        "Progressing",
-        "MonitoringReady",
-        "TelemetryReady",
-        "Paused",
-    }
+    # A healthy new object announces nothing; one that needs attention says so at once.
+    assert status.transitions(None, first) == []
+    worrying = status.compute(observe(monitoring="CRDNotInstalled"), None, T0)
+    assert [(t.type, t.warning) for t in status.transitions(None, worrying)] == [
+        ("MonitoringReady", True)
+    ]
     assert status.transitions(first, status.compute(observe(), first, T0)) == []
     broken = status.compute(observe(missing_secrets=["x"]), first, T0)
     changed = {t.type: t for t in status.transitions(first, broken)}

@@ -37,7 +37,8 @@ def by_name(namespace: str | None, name: str, **_: Any) -> dict[Any, bool]:
 async def converge(body: kopf.Body, memo: Any, retry: int, logger: kopf.Logger, **_: Any) -> None:
     rt = runtime.of(memo)
     try:
-        outcome = await runtime.converge(rt, body, log=logger)
+        meta = body["metadata"]
+        outcome = await runtime.converge(rt, meta["namespace"], meta["name"], log=logger)
     except ValidationError as exc:
         await _invalid(rt, body, exc, logger)
         raise kopf.PermanentError(f"invalid spec: {exc.error_count()} problems") from exc
@@ -49,6 +50,13 @@ async def converge(body: kopf.Body, memo: Any, retry: int, logger: kopf.Logger, 
         raise kopf.TemporaryError(str(exc), delay=_delay(retry)) from exc
     if outcome.temporary_error:
         raise kopf.TemporaryError(outcome.temporary_error, delay=_delay(retry))
+
+
+@kopf.on.event(model.GROUP, model.VERSION, model.PLURAL, registry=registry)
+def forget(type: str, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    """A deleted BackendService leaves nothing behind in the operator's memory."""
+    if type == "DELETED" and namespace is not None:
+        runtime.of(memo).forget(namespace, name)
 
 
 def _delay(retry: int) -> float:

@@ -11,7 +11,7 @@ from typing import Any
 
 import kopf
 
-from adbm_operator import kube, model, reconcile
+from adbm_operator import kube, model, reconcile, status
 from adbm_operator.handlers import registry, runtime
 from adbm_operator.specs import labels
 
@@ -26,37 +26,43 @@ async def on_child_event(
 ) -> None:
     rt = runtime.of(memo)
     meta = body.get("metadata", {})
-    owner = meta.get("labels", {}).get(labels.OWNER_LABEL)
+    namespace, owner = meta.get("namespace"), meta.get("labels", {}).get(labels.OWNER_LABEL)
     refs = [r for r in meta.get("ownerReferences", []) or [] if r.get("kind") == model.KIND]
     if owner is None or not refs:
         return
-    client = await rt.api()
-    owner_body = await client.get(
-        kube.KINDS[(model.API_VERSION, model.KIND)], meta.get("namespace"), owner
-    )
-    if owner_body is None or owner_body["metadata"].get("uid") != refs[0].get("uid"):
-        return  # the owner is gone: garbage collection is removing this child
     # Under the owner's lock: a reconcile in flight finishes first, so its own writes coming
-    # back are recognised as such.
-    async with rt.lock(meta.get("namespace"), owner):
-        rendered = rt.rendered.get((meta.get("namespace"), owner), {})
+    # back are recognised as such, without a single API call.
+    async with rt.lock(namespace, owner):
+        rendered = rt.rendered.get((namespace, owner), {})
+        seen = rt.rollouts.get((namespace, meta.get("name")))
     desired = rendered.get(runtime.identity(body))
     drifted = event.get("type") == "DELETED" or desired is None or reconcile.differs(desired, body)
-    if not drifted and body.get("kind") != "Deployment":
-        return  # our own write coming back
+    if not drifted:
+        if body.get("kind") != "Deployment":
+            return  # our own write coming back
+        if seen is not None and status.rollout(body, meta.get("name", "")) == seen:
+            return  # a status heartbeat: the rollout state we reported has not changed
     try:
         # A Deployment that only moved on with its rollout changes the status, nothing else.
-        outcome = await runtime.converge(rt, owner_body, drift=drifted, write=drifted, log=logger)
+        outcome = await runtime.converge(
+            rt,
+            namespace,
+            owner,
+            expect_uid=refs[0].get("uid"),
+            drift=drifted,
+            write=drifted,
+            log=logger,
+        )
     except LookupError:
-        return
+        return  # the owner is gone: garbage collection is removing this child
     except kube.ApiError as exc:
         logger.warning(f"reconcile after a change to this child failed: {exc}")
-        runtime.retry_later(rt, meta.get("namespace"), owner)
+        runtime.retry_later(rt, namespace, owner)
         return
     if outcome.writes and event.get("type") in ("MODIFIED", "DELETED"):
         logger.info(f"corrected drift of {body.get('kind')} {meta.get('name')}")
     if outcome.temporary_error:
-        runtime.retry_later(rt, meta.get("namespace"), owner)
+        runtime.retry_later(rt, namespace, owner)
 
 
 for _kind in reconcile.MANAGED_KINDS:

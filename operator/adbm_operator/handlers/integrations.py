@@ -11,7 +11,7 @@ from typing import Any
 
 import kopf
 
-from adbm_operator import kube, model, reconcile
+from adbm_operator import kube, reconcile
 from adbm_operator.handlers import registry, runtime
 
 
@@ -51,13 +51,9 @@ async def on_crd_event(
     else:
         rt.integrations.installed.discard(key)
     logger.info(f"{key[1]} is {'now' if now else 'no longer'} served; reconciling all")
-    client = await rt.api()
     for namespace, owner in sorted(by_name):
-        body_now = await client.get(kube.KINDS[(model.API_VERSION, model.KIND)], namespace, owner)
-        if body_now is None:
-            continue
         try:
-            await runtime.converge(rt, body_now)
+            await runtime.converge(rt, namespace, owner, log=logger)
         except LookupError:
             continue
         except kube.ApiError as exc:

@@ -17,6 +17,7 @@ logger = logging.getLogger("adbm_operator")
 
 # Retries of triggers that have no retry of their own (child, Secret and CRD events).
 RETRY_DELAYS = (1.0, 5.0, 15.0, 60.0)
+MAX_CONCURRENT = 32
 
 
 @dataclass
@@ -32,6 +33,24 @@ class Runtime:
         default_factory=dict
     )
     secrets_seen: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+    # The last rollout state seen per Deployment: a status event that changes nothing of it
+    # (a heartbeat, a replica count inside a rollout already reported) needs no reconcile.
+    rollouts: dict[tuple[str, str], Any] = field(default_factory=dict)
+    # Bounds concurrent reconciles: thousands of objects at start-up queue here rather than in
+    # the HTTP client, where waiting would count against request timeouts.
+    slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_CONCURRENT))
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop what is kept about a deleted BackendService."""
+        key = (namespace, name)
+        for rendered in self.rendered.pop(key, {}).values():
+            if rendered.get("kind") == "Deployment":
+                self.rollouts.pop((namespace, rendered["metadata"]["name"]), None)
+        self.secrets_seen.pop(key, None)
+        self.locks.pop(key, None)
+        task = self.retries.pop(key, None)
+        if task is not None:
+            task.cancel()
 
     async def api(self) -> kube.Client:
         await self.connected.wait()
@@ -55,29 +74,38 @@ def new_memo() -> kopf.Memo:
 
 async def converge(
     rt: Runtime,
-    body: Mapping[str, Any],
+    namespace: str,
+    name: str,
     *,
+    expect_uid: str | None = None,
     drift: bool = False,
     write: bool = True,
     log: logging.Logger | logging.LoggerAdapter[Any] = logger,
 ) -> reconcile.Outcome:
-    """Reconcile one BackendService under its lock, then publish status and events."""
+    """Reconcile one BackendService under its lock, then publish status and events. The object
+    is read under the lock, so a trigger never acts on a version another one moved past.
+    LookupError when it is gone (or is another object of the same name than `expect_uid`)."""
     client = await rt.api()
-    meta = body["metadata"]
-    async with rt.lock(meta["namespace"], meta["name"]):
-        # Re-read under the lock: another trigger may have moved the object on meanwhile.
-        fresh = await client.get(
-            kube.KINDS[(model.API_VERSION, model.KIND)], meta["namespace"], meta["name"]
-        )
+    key = (namespace, name)
+    async with rt.lock(namespace, name), rt.slots:
+        fresh = await client.get(kube.KINDS[(model.API_VERSION, model.KIND)], namespace, name)
         if fresh is None or fresh["metadata"].get("deletionTimestamp"):
-            raise LookupError(f"BackendService {meta['namespace']}/{meta['name']} is gone")
+            raise LookupError(f"BackendService {namespace}/{name} is gone")
+        if expect_uid is not None and fresh["metadata"].get("uid") != expect_uid:
+            raise LookupError(f"BackendService {namespace}/{name} was replaced")
         outcome = await reconcile.reconcile(
-            client, fresh, rt.integrations, drift=drift, write=write
+            client,
+            fresh,
+            rt.integrations,
+            drift=drift,
+            write=write,
+            known_secrets=None if write else rt.secrets_seen.get(key),
         )
         await publish(client, fresh, outcome, log)
-        key = (meta["namespace"], meta["name"])
         rt.rendered[key] = {identity(c): c for c in outcome.desired}
         rt.secrets_seen[key] = outcome.secret_versions
+        for rollout in outcome.rollouts:
+            rt.rollouts[(namespace, rollout.name)] = rollout
     return outcome
 
 
@@ -122,13 +150,11 @@ def retry_later(rt: Runtime, namespace: str, name: str, attempt: int = 0) -> Non
 
     async def later() -> None:
         await asyncio.sleep(RETRY_DELAYS[attempt])
-        client = await rt.api()
-        body = await client.get(kube.KINDS[(model.API_VERSION, model.KIND)], namespace, name)
-        if body is None:
-            return
         try:
-            outcome = await converge(rt, body)
-        except (LookupError, kube.ApiError) as exc:
+            outcome = await converge(rt, namespace, name)
+        except LookupError:
+            return
+        except kube.ApiError as exc:
             logger.warning(f"retry of {namespace}/{name} failed: {exc}")
             outcome = None
         if outcome is None or outcome.temporary_error:

@@ -10,7 +10,7 @@ from typing import Any
 
 import kopf
 
-from adbm_operator import kube, model
+from adbm_operator import kube
 from adbm_operator.handlers import registry, runtime
 
 
@@ -37,13 +37,9 @@ async def on_secret_event(
             owners.add(owner)
     if not owners:
         return
-    client = await rt.api()
     for owner in sorted(owners):
-        owner_body = await client.get(kube.KINDS[(model.API_VERSION, model.KIND)], namespace, owner)
-        if owner_body is None:
-            continue
         try:
-            await runtime.converge(rt, owner_body, log=logger)
+            await runtime.converge(rt, namespace, owner, log=logger)
         except LookupError:
             continue
         except kube.ApiError as exc:
