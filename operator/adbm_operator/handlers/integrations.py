@@ -11,7 +11,7 @@ from typing import Any
 
 import kopf
 
-from adbm_operator import kube, reconcile
+from adbm_operator import reconcile
 from adbm_operator.handlers import registry, runtime
 
 
@@ -51,11 +51,4 @@ async def on_crd_event(
     else:
         rt.integrations.installed.discard(key)
     logger.info(f"{key[1]} is {'now' if now else 'no longer'} served; reconciling all")
-    for namespace, owner in sorted(by_name):
-        try:
-            await runtime.converge(rt, namespace, owner, log=logger)
-        except LookupError:
-            continue
-        except kube.ApiError as exc:
-            logger.warning(f"reconcile of {namespace}/{owner} after the CRD change failed: {exc}")
-            runtime.retry_later(rt, namespace, owner)
+    await runtime.converge_each(rt, sorted(by_name), f"{name} changed", logger)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -107,6 +107,24 @@ async def converge(
         for rollout in outcome.rollouts:
             rt.rollouts[(namespace, rollout.name)] = rollout
     return outcome
+
+
+async def converge_each(
+    rt: Runtime,
+    objects: Iterable[tuple[str, str]],
+    why: str,
+    log: logging.Logger | logging.LoggerAdapter[Any],
+) -> None:
+    """Converge several BackendServices after a shared trigger; one failure does not stop the
+    others, and each failure is retried on its own."""
+    for namespace, name in objects:
+        try:
+            await converge(rt, namespace, name, log=log)
+        except LookupError:
+            continue
+        except kube.ApiError as exc:
+            log.warning(f"reconcile of {namespace}/{name} after {why} failed: {exc}")
+            retry_later(rt, namespace, name)
 
 
 def identity(obj: Mapping[str, Any]) -> tuple[str, str, str]:

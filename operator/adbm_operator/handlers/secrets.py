@@ -10,7 +10,6 @@ from typing import Any
 
 import kopf
 
-from adbm_operator import kube
 from adbm_operator.handlers import registry, runtime
 
 
@@ -35,13 +34,6 @@ async def on_secret_event(
         # Seen at this version: the pods already carry it.
         if seen is not None and seen.get(name) != version:
             owners.add(owner)
-    if not owners:
-        return
-    for owner in sorted(owners):
-        try:
-            await runtime.converge(rt, namespace, owner, log=logger)
-        except LookupError:
-            continue
-        except kube.ApiError as exc:
-            logger.warning(f"rolling {owner} after a change to Secret {name} failed: {exc}")
-            runtime.retry_later(rt, namespace, owner)
+    await runtime.converge_each(
+        rt, [(namespace, owner) for owner in sorted(owners)], f"Secret {name} changed", logger
+    )
