@@ -26,6 +26,11 @@ class Settings(BaseSettings):
     db_pool_acquire_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 2.0
     db_tenant_setting: str = "app.tenant_id"
 
+    cursor_secret: SecretStr = SecretStr("adbm-development-cursor-secret-not-for-production")
+    """HMAC key that signs pagination cursors, so clients cannot forge keyset positions. This
+    default is for a developer machine only: production sets `ADBM_CURSOR_SECRET` from a Secret,
+    the same value on every replica (a cursor minted by one replica is followed on another)."""
+
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
     redis_key_prefix: str = "adbm:"
 
@@ -53,9 +58,11 @@ def redact_url(url: str) -> str:
 
 
 def describe(settings: Settings) -> dict[str, Any]:
-    """Effective settings as printable JSON: URLs shown without their passwords."""
+    """Effective settings as printable JSON: URLs shown without their passwords, other secrets
+    (which are secret as a whole, like the cursor key) not at all."""
     shown = settings.model_dump(mode="json")
     for name, value in settings:
         if isinstance(value, SecretStr):
-            shown[name] = redact_url(value.get_secret_value())
+            secret = value.get_secret_value()
+            shown[name] = redact_url(secret) if "://" in secret else "***"
     return shown

@@ -39,6 +39,8 @@ def test_a_good_product_passes() -> None:
         ({"name": ""}, "name"),
         ({"name": "x" * 201}, "name"),
         ({"name": None}, "name"),
+        ({"name": "nul\x00byte"}, "name"),  # Postgres text cannot store it
+        ({"name": "two\nlines"}, "name"),
     ],
 )
 def test_bad_products_are_refused(change: dict[str, Any], field: str) -> None:

@@ -11,6 +11,7 @@ import pytest
 from pydantic import BaseModel
 from starlette.requests import Request
 
+from reference_service.config import Settings, describe
 from reference_service.db.uuid7 import uuid7
 from reference_service.http.pagination import CursorCodec, page_response
 from reference_service.http.problems import INVALID_CURSOR, Problem
@@ -122,7 +123,7 @@ def _items(count: int) -> list[Item]:
 def test_page_with_more_rows_links_to_the_next(codec: CursorCodec) -> None:
     rows = _items(3)  # fetched with limit + 1
     response = page_response(_request("limit=2&cursor=old&x=1"), codec, "products", rows, 2)
-    body = json.loads(response.body)
+    body = json.loads(bytes(response.body))
     assert [item["name"] for item in body["items"]] == ["n0", "n1"]
     path, _, query = body["next"].partition("?")
     assert path == "/api/v1/products"
@@ -135,7 +136,15 @@ def test_page_with_more_rows_links_to_the_next(codec: CursorCodec) -> None:
 
 def test_last_page_has_no_next(codec: CursorCodec) -> None:
     response = page_response(_request(""), codec, "products", _items(2), 2)
-    body = json.loads(response.body)
+    body = json.loads(bytes(response.body))
     assert len(body["items"]) == 2
     assert body["next"] is None
     assert "link" not in response.headers
+
+
+def test_the_cursor_secret_is_never_printed() -> None:
+    # `adbm-service config` shows secret URLs without their passwords; a secret that is not a
+    # URL has nothing safe to show.
+    shown = describe(Settings(cursor_secret="s3cret-cursor-key"))
+    assert shown["cursor_secret"] == "***"
+    assert "s3cret-cursor-key" not in json.dumps(shown)

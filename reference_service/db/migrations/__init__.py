@@ -1,0 +1,1 @@
+"""Migration files, `NNNN_name.sql`, applied in name order by `reference_service.db.migrate`."""

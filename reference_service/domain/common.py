@@ -1,0 +1,92 @@
+"""Field types and model bases shared by the domain modules."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Final
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from reference_service.db import repository
+from reference_service.db.pool import Database
+from reference_service.db.repository import Key, Row
+
+# Postgres bigint: larger values would pass validation and then fail in the database as a 500.
+INT64_MAX: Final = 2**63 - 1
+
+# No control characters: Postgres text cannot hold NUL at all (it would fail as a 500), and tabs,
+# newlines or escape sequences in a display name only break the screens and logs showing it.
+Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]
+Currency = Annotated[
+    str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code, e.g. EUR.", examples=["EUR"])
+]
+Sku = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$", examples=["TSHIRT-M-BLUE"])]
+MinorUnits = Annotated[
+    int,
+    Field(
+        ge=0,
+        le=INT64_MAX,
+        description="Money in integer minor units of the currency (cents for EUR): never floats.",
+    ),
+]
+
+
+class Input(BaseModel):
+    """Base of request bodies: unknown fields and type coercion ("5" for 5) are refused, so
+    a client's typo is a 400 rather than a silently ignored field."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Changes(Input):
+    """Base of PATCH bodies: fields left out stay as they are; null is not a value."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        # Field validators do not run for defaults, so this sees only values the client sent.
+        if value is None:
+            raise ValueError("must not be null; leave the field out to keep its value")
+        return value
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Changes:
+        if not self.model_fields_set:
+            raise ValueError("at least one field to change is required")
+        return self
+
+    def changes(self) -> dict[str, Any]:
+        """Only the fields the client sent."""
+        return self.model_dump(exclude_unset=True)
+
+
+class Resource(BaseModel):
+    """Base of response bodies: identity, version (also the ETag) and audit timestamps."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    id: UUID
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+# Reads go through `Database.read`: BEGIN READ ONLY, the tenant, the statement and COMMIT in one
+# pipelined round trip, instead of three or more for a `transaction()` block. Writes take a
+# connection from `Database.transaction(tenant)`, so a caller can group several in one.
+
+
+async def read_one(database: Database, tenant_id: UUID, table: str, row_id: UUID) -> Row:
+    """The live row `row_id` of `table` as the tenant sees it, or `repository.NotFound`."""
+    rows = await database.read(tenant_id, repository.select_one(table, row_id))
+    if not rows:
+        raise repository.NotFound(table, row_id)
+    return rows[0]
+
+
+async def read_page(
+    database: Database, tenant_id: UUID, table: str, *, after: Key | None, limit: int
+) -> list[Row]:
+    """Up to `limit` live rows of `table` after the keyset position `after`."""
+    return await database.read(tenant_id, repository.select_page(table, after=after, limit=limit))

@@ -1,0 +1,1 @@
+"""HTTP layer: problem details, authentication, pagination and the versioned routes."""

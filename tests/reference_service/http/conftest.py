@@ -1,0 +1,107 @@
+"""The service as a client sees it: `create_app` behind httpx's ASGI transport, on a fresh
+migrated database (the shared fixtures in `tests/reference_service/conftest.py`) and the real
+Redis, with API keys issued as the admin would issue them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from reference_service.app import create_app
+from reference_service.config import Settings
+from reference_service.db.admin import create_api_key
+from reference_service.http.state import Services
+from tests.reference_service.conftest import DatabaseUrls, Tenants
+
+PROBLEM = "application/problem+json"
+
+
+@dataclass(frozen=True)
+class Service:
+    app: FastAPI
+    client: httpx.AsyncClient
+
+    @property
+    def services(self) -> Services:
+        found: Services = self.app.state.services
+        return found
+
+
+@dataclass(frozen=True)
+class Caller:
+    """One tenant's API key, as request headers."""
+
+    tenant_id: Any
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Callers:
+    a: Caller
+    b: Caller
+
+
+OpenService = Callable[..., Awaitable[Service]]
+
+
+@pytest.fixture
+async def open_service(database_urls: DatabaseUrls) -> AsyncIterator[OpenService]:
+    """Factory: a started app (lifespan entered) and a client for it; `Settings` overrides as
+    keyword arguments. Everything is shut down after the test."""
+    async with AsyncExitStack() as stack:
+
+        async def open_(**overrides: Any) -> Service:
+            settings = Settings(
+                **{"database_url": database_urls.app_url, "db_pool_min_size": 0, **overrides}
+            )
+            app = create_app(settings)
+            await stack.enter_async_context(app.router.lifespan_context(app))
+            # raise_app_exceptions=False: see the 500 response, as a real client would, instead
+            # of the exception Starlette re-raises for the server to log.
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            client = await stack.enter_async_context(
+                httpx.AsyncClient(transport=transport, base_url="http://test")
+            )
+            return Service(app, client)
+
+        yield open_
+
+
+@pytest.fixture
+async def service(open_service: OpenService) -> Service:
+    return await open_service()
+
+
+@pytest.fixture
+def client(service: Service) -> httpx.AsyncClient:
+    return service.client
+
+
+@pytest.fixture
+async def callers(database_urls: DatabaseUrls, tenants: Tenants) -> Callers:
+    issued_a = await create_api_key(database_urls.admin_url, "tenant-a", actor="test")
+    issued_b = await create_api_key(database_urls.admin_url, "tenant-b", actor="test")
+    assert (issued_a.tenant_id, issued_b.tenant_id) == (tenants.a, tenants.b)
+    return Callers(
+        a=Caller(tenants.a, {"Authorization": f"Bearer {issued_a.key}"}),
+        b=Caller(tenants.b, {"Authorization": f"Bearer {issued_b.key}"}),
+    )
+
+
+def assert_problem(response: httpx.Response, status: int, slug: str) -> dict[str, Any]:
+    """The response is a problem of type `slug`; returns its body."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM
+    body: dict[str, Any] = response.json()
+    assert body["type"] == f"https://adbm.io/problems/{slug}"
+    assert body["status"] == status
+    assert body["title"]
+    assert body["detail"]
+    assert body["instance"] == response.request.url.path
+    return body
