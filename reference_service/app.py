@@ -6,12 +6,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Final
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from redis.asyncio import Redis
 
 from reference_service.config import Settings
 from reference_service.db.pool import Database
-from reference_service.http import health, problems, routes_v1
+
+# idempotency and ratelimit register their problem types on import: before the route modules,
+# whose OpenAPI error tables are built from the registry.
+from reference_service.http import idempotency, ratelimit  # isort: skip
+from reference_service.http import health, problems, routes_v1, routes_v2, versioning
 from reference_service.http.pagination import CursorCodec
 from reference_service.http.state import Services
 
@@ -35,6 +39,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             socket_timeout=REDIS_TIMEOUT_SECONDS,
             socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
         )
+        app.state.rate_limiter = ratelimit.RateLimiter(
+            redis, settings.policy.rate_limit, settings.redis_key_prefix
+        )
         app.state.services = Services(
             settings=settings,
             database=database,
@@ -55,6 +62,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         debug=False,
     )
     problems.install(app)
+    idempotency.install(app, routes=idempotency.V1_WRITES | idempotency.V2_WRITES)
     app.include_router(health.router)
-    app.include_router(routes_v1.router)
+    deprecated = versioning.deprecated_versions(settings.policy.versioning)
+    # Both versions call the same domain functions; a deprecated one is marked so in the
+    # OpenAPI document, and its responses carry the deprecation headers.
+    # Every public route: rate limited first (one Redis round trip), then, on the critical
+    # writes, the idempotency decision (one more); health and readiness stay unlimited.
+    guards = [Depends(ratelimit.rate_limited()), idempotency.GUARD]
+    for version, router in (("v1", routes_v1.router), ("v2", routes_v2.router)):
+        app.include_router(router, deprecated=version in deprecated or None, dependencies=guards)
+    if deprecated:
+        app.add_middleware(versioning.DeprecationMiddleware, policy=settings.policy.versioning)
+    app.add_middleware(ratelimit.RateLimitHeaders)
     return app

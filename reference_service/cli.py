@@ -60,6 +60,28 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def openapi_document(settings: Settings) -> str:
+    """The app's OpenAPI document as stable JSON: sorted keys and a trailing newline, so the
+    committed `openapi.json` changes only when the API does."""
+    from reference_service.app import create_app
+
+    # Building the document never enters the lifespan: no connection is opened.
+    return json.dumps(create_app(settings).openapi(), indent=2, sort_keys=True) + "\n"
+
+
+def _openapi(args: argparse.Namespace) -> int:
+    settings = _settings()
+    if settings is None:
+        return 2
+    document = openapi_document(settings)
+    if args.output is None:
+        sys.stdout.write(document)
+    else:
+        with open(args.output, "w", encoding="utf-8") as out:
+            out.write(document)
+    return 0
+
+
 def _admin_url(args: argparse.Namespace) -> str | None:
     url: str | None = args.admin_url or os.environ.get(ADMIN_URL_ENV)
     if not url:
@@ -170,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve the HTTP API (port from ADBM_HTTP_PORT)")
     serve.add_argument("--host", default="0.0.0.0", help="address to listen on")
     serve.set_defaults(func=_serve)
+
+    openapi = sub.add_parser("openapi", help="print the HTTP API's OpenAPI document as JSON")
+    openapi.add_argument("-o", "--output", metavar="FILE", help="write it to FILE instead")
+    openapi.set_defaults(func=_openapi)
 
     migrate_cmd = sub.add_parser(
         "migrate",

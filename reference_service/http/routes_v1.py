@@ -12,101 +12,26 @@ second time.
 
 from __future__ import annotations
 
-import re
-from typing import Annotated, Any, Final
+from typing import Final
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Header, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Request, Response
 
 from reference_service.domain import accounts, orders, products
-from reference_service.domain.common import Resource
 from reference_service.http.auth import CurrentPrincipal, actor
 from reference_service.http.pagination import CursorParam, Limit, Page, page_response
-from reference_service.http.problems import (
-    MEDIA_TYPE,
-    PRECONDITION_FAILED,
-    PRECONDITION_REQUIRED,
-    REGISTRY,
-    Problem,
+from reference_service.http.routing import (
+    ERRORS,
+    IfMatch,
+    Svc,
+    optional_version,
+    required_version,
+    resource_response,
 )
-from reference_service.http.state import Services, services
 
 PREFIX: Final = "/api/v1"
 
 router = APIRouter(prefix=PREFIX)
-
-Svc = Annotated[Services, Depends(services)]
-IfMatch = Annotated[
-    str | None,
-    Header(
-        max_length=64,
-        description='The `ETag` of your last read, e.g. `"3"`: the change applies only to that '
-        "version.",
-    ),
-]
-
-# One strong entity tag holding a version number. A weak tag (`W/"3"`) never matches: If-Match
-# uses strong comparison (RFC 9110 section 13.1.1).
-_ETAG = re.compile(r'"([0-9]{1,18})"')
-
-
-def _error_responses() -> dict[int | str, dict[str, Any]]:
-    """Every registered problem, by status, for the OpenAPI document."""
-    titles: dict[int, list[str]] = {}
-    for kind in REGISTRY.values():
-        titles.setdefault(kind.status, []).append(f"{kind.title} ({kind.uri})")
-    return {
-        status: {"description": "; ".join(names), "content": {MEDIA_TYPE: {}}}
-        for status, names in sorted(titles.items())
-    }
-
-
-_ERRORS: Final = _error_responses()
-
-
-def etag(version: int) -> str:
-    return f'"{version}"'
-
-
-def _resource(model: Resource, status_code: int = 200, **headers: str) -> Response:
-    return JSONResponse(
-        model.model_dump(mode="json"),
-        status_code=status_code,
-        headers={"ETag": etag(model.version), **headers},
-    )
-
-
-def _parse_etag(value: str) -> int:
-    match = _ETAG.fullmatch(value)
-    if match is None:
-        raise Problem(
-            PRECONDITION_FAILED,
-            'If-Match must be exactly one ETag as this service sends it, e.g. "3".',
-        )
-    return int(match[1])
-
-
-def required_version(if_match: str | None) -> int:
-    """The version `If-Match` names, where a write must name one."""
-    value = None if if_match is None else if_match.strip()
-    # `*` names no version, so it cannot stand in for one.
-    if value is None or value == "*":
-        raise Problem(
-            PRECONDITION_REQUIRED,
-            'Send If-Match with the ETag of your last read, e.g. If-Match: "3".',
-        )
-    return _parse_etag(value)
-
-
-def optional_version(if_match: str | None) -> int | None:
-    """The version `If-Match` names, or None when it is absent or `*` (which asks only that
-    the resource exist, as every write checks anyway)."""
-    value = None if if_match is None else if_match.strip()
-    if value is None or value == "*":
-        return None
-    return _parse_etag(value)
-
 
 # Products ------------------------------------------------------------------------------------
 
@@ -115,7 +40,7 @@ def optional_version(if_match: str | None) -> int | None:
     "/products",
     status_code=201,
     response_model=products.Product,
-    responses=_ERRORS,
+    responses=ERRORS,
     tags=["products"],
 )
 async def create_product(
@@ -124,12 +49,10 @@ async def create_product(
     async with svc.database.transaction(principal.tenant_id) as conn:
         product = await products.create(conn, principal.tenant_id, data, actor=actor(principal))
     location = f"{request.url.path}/{product.id}"
-    return _resource(product, 201, Location=location)
+    return resource_response(product, 201, Location=location)
 
 
-@router.get(
-    "/products", response_model=Page[products.Product], responses=_ERRORS, tags=["products"]
-)
+@router.get("/products", response_model=Page[products.Product], responses=ERRORS, tags=["products"])
 async def list_products(
     request: Request,
     principal: CurrentPrincipal,
@@ -145,18 +68,18 @@ async def list_products(
 @router.get(
     "/products/{product_id}",
     response_model=products.Product,
-    responses=_ERRORS,
+    responses=ERRORS,
     tags=["products"],
 )
 async def get_product(product_id: UUID, principal: CurrentPrincipal, svc: Svc) -> Response:
     product = await products.get(svc.database, principal.tenant_id, product_id)
-    return _resource(product)
+    return resource_response(product)
 
 
 @router.patch(
     "/products/{product_id}",
     response_model=products.Product,
-    responses=_ERRORS,
+    responses=ERRORS,
     tags=["products"],
 )
 async def update_product(
@@ -171,10 +94,10 @@ async def update_product(
         product = await products.update(
             conn, product_id, data, expected_version=version, actor=actor(principal)
         )
-    return _resource(product)
+    return resource_response(product)
 
 
-@router.delete("/products/{product_id}", status_code=204, responses=_ERRORS, tags=["products"])
+@router.delete("/products/{product_id}", status_code=204, responses=ERRORS, tags=["products"])
 async def delete_product(
     product_id: UUID, principal: CurrentPrincipal, svc: Svc, if_match: IfMatch = None
 ) -> Response:
@@ -191,7 +114,7 @@ async def delete_product(
     "/accounts",
     status_code=201,
     response_model=accounts.Account,
-    responses=_ERRORS,
+    responses=ERRORS,
     tags=["accounts"],
 )
 async def create_account(
@@ -200,12 +123,10 @@ async def create_account(
     async with svc.database.transaction(principal.tenant_id) as conn:
         account = await accounts.create(conn, principal.tenant_id, data, actor=actor(principal))
     location = f"{request.url.path}/{account.id}"
-    return _resource(account, 201, Location=location)
+    return resource_response(account, 201, Location=location)
 
 
-@router.get(
-    "/accounts", response_model=Page[accounts.Account], responses=_ERRORS, tags=["accounts"]
-)
+@router.get("/accounts", response_model=Page[accounts.Account], responses=ERRORS, tags=["accounts"])
 async def list_accounts(
     request: Request,
     principal: CurrentPrincipal,
@@ -221,18 +142,18 @@ async def list_accounts(
 @router.get(
     "/accounts/{account_id}",
     response_model=accounts.Account,
-    responses=_ERRORS,
+    responses=ERRORS,
     tags=["accounts"],
 )
 async def get_account(account_id: UUID, principal: CurrentPrincipal, svc: Svc) -> Response:
     account = await accounts.get(svc.database, principal.tenant_id, account_id)
-    return _resource(account)
+    return resource_response(account)
 
 
 @router.patch(
     "/accounts/{account_id}",
     response_model=accounts.Account,
-    responses=_ERRORS,
+    responses=ERRORS,
     tags=["accounts"],
 )
 async def update_account(
@@ -247,10 +168,10 @@ async def update_account(
         account = await accounts.update(
             conn, account_id, data, expected_version=version, actor=actor(principal)
         )
-    return _resource(account)
+    return resource_response(account)
 
 
-@router.delete("/accounts/{account_id}", status_code=204, responses=_ERRORS, tags=["accounts"])
+@router.delete("/accounts/{account_id}", status_code=204, responses=ERRORS, tags=["accounts"])
 async def delete_account(
     account_id: UUID, principal: CurrentPrincipal, svc: Svc, if_match: IfMatch = None
 ) -> Response:
@@ -263,7 +184,7 @@ async def delete_account(
 # Orders --------------------------------------------------------------------------------------
 
 
-@router.get("/orders", response_model=Page[orders.Order], responses=_ERRORS, tags=["orders"])
+@router.get("/orders", response_model=Page[orders.Order], responses=ERRORS, tags=["orders"])
 async def list_orders(
     request: Request,
     principal: CurrentPrincipal,
@@ -276,7 +197,7 @@ async def list_orders(
     return page_response(request, svc.cursors, "orders", rows, limit)
 
 
-@router.get("/orders/{order_id}", response_model=orders.Order, responses=_ERRORS, tags=["orders"])
+@router.get("/orders/{order_id}", response_model=orders.Order, responses=ERRORS, tags=["orders"])
 async def get_order(order_id: UUID, principal: CurrentPrincipal, svc: Svc) -> Response:
     order = await orders.get(svc.database, principal.tenant_id, order_id)
-    return _resource(order)
+    return resource_response(order)

@@ -4,6 +4,7 @@ Redis, with API keys issued as the admin would issue them."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from reference_service.app import create_app
 from reference_service.config import Settings
 from reference_service.db.admin import create_api_key
 from reference_service.http.state import Services
+from reference_service.policy import Policy, Quota, RateLimitPolicy
 from tests.reference_service.conftest import DatabaseUrls, Tenants
 
 PROBLEM = "application/problem+json"
@@ -50,6 +52,13 @@ class Callers:
 OpenService = Callable[..., Awaitable[Service]]
 
 
+async def _fresh_idempotency_key(request: httpx.Request) -> None:
+    """Writes are idempotent by contract; tests that are not about it send a new key each
+    time, as a client would for a new operation. Tests about it set the header themselves."""
+    if request.method in ("POST", "PUT", "PATCH") and "idempotency-key" not in request.headers:
+        request.headers["Idempotency-Key"] = uuid.uuid4().hex
+
+
 @pytest.fixture
 async def open_service(database_urls: DatabaseUrls) -> AsyncIterator[OpenService]:
     """Factory: a started app (lifespan entered) and a client for it; `Settings` overrides as
@@ -57,16 +66,30 @@ async def open_service(database_urls: DatabaseUrls) -> AsyncIterator[OpenService
     async with AsyncExitStack() as stack:
 
         async def open_(**overrides: Any) -> Service:
-            settings = Settings(
-                **{"database_url": database_urls.app_url, "db_pool_min_size": 0, **overrides}
-            )
+            defaults: dict[str, Any] = {
+                "database_url": database_urls.app_url,
+                "db_pool_min_size": 0,
+                # Each test its own Redis keys; and limits these tests never reach, except
+                # where a test sets a policy of its own to test them.
+                "redis_key_prefix": f"test-{uuid.uuid4().hex}:",
+                "policy": Policy(
+                    rate_limit=RateLimitPolicy(
+                        default=Quota(requests=1_000_000, period_seconds=1, burst=1_000_000)
+                    )
+                ),
+            }
+            settings = Settings(**{**defaults, **overrides})
             app = create_app(settings)
             await stack.enter_async_context(app.router.lifespan_context(app))
             # raise_app_exceptions=False: see the 500 response, as a real client would, instead
             # of the exception Starlette re-raises for the server to log.
             transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
             client = await stack.enter_async_context(
-                httpx.AsyncClient(transport=transport, base_url="http://test")
+                httpx.AsyncClient(
+                    transport=transport,
+                    base_url="http://test",
+                    event_hooks={"request": [_fresh_idempotency_key]},
+                )
             )
             return Service(app, client)
 

@@ -1,0 +1,447 @@
+"""`Idempotency-Key` for unsafe routes: a retried write runs once and gets the first answer.
+
+A client sends `Idempotency-Key: <1..255 visible ASCII>` with a POST or PATCH. The first request
+with a key takes an in-flight lock in Redis and runs; its response (status, selected headers,
+body) is stored for `ttl_seconds` and replayed to every later request with the same key and the
+same payload, marked `Idempotent-Replayed: true`. While the first still runs, others get 409 with
+`Retry-After`; the same key with another payload gets 422. A handler exception or a 5xx releases
+the lock without storing, so a retry can run. Keys are scoped per tenant.
+
+Each request costs one Redis round trip to decide (new / in flight / done / mismatch: one Lua
+script) and, for a new request, one more to store or release. Without Redis the answer is 503:
+running the side effect without the guarantee is what the client asked us not to do.
+
+Two pieces, because the tenant is known only after authentication (a route dependency) while
+the response exists only outside the route:
+
+- `GUARD`, a dependency on the protected routes: validates the header, fingerprints the request,
+  decides through Redis, raises the problems, and leaves a claim for the middleware.
+- `install(app, routes=...)`, a pure ASGI middleware: buffers the response of a claimed request,
+  stores it (or releases the lock) before sending it, and sends replays. A client therefore
+  never sees a first response that a retry could not replay.
+
+Wiring (in `create_app`, after `problems.install(app)`)::
+
+    app.include_router(routes_v1.router, dependencies=[idempotency.GUARD])
+    idempotency.install(app, routes=idempotency.V1_WRITES | idempotency.V2_WRITES)
+
+The engine lives in `app.state.idempotency` (an `Idempotency`); it is built on first use from
+`app.state.services` (redis, `redis_key_prefix`, `policy.idempotency.ttl_seconds`) unless the
+lifespan set one on the same Redis client (e.g. to choose `lock_seconds`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Final
+from uuid import UUID
+
+from fastapi import Depends, FastAPI, Request
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from reference_service.http.auth import CurrentPrincipal
+from reference_service.http.problems import (
+    SERVICE_UNAVAILABLE,
+    Problem,
+    register,
+    retry_after,
+)
+from reference_service.http.state import services
+
+log = logging.getLogger(__name__)
+
+KEY_HEADER: Final = "Idempotency-Key"
+REPLAYED_HEADER: Final = "Idempotent-Replayed"
+DEFAULT_LOCK_SECONDS: Final = 30.0
+# Visible ASCII only: the key goes into a Redis key and into logs.
+_KEY_PATTERN: Final = re.compile(r"[\x21-\x7e]{1,255}")
+# What a replay must repeat to be the same answer; framing headers (length, date) are recomputed.
+STORED_HEADERS: Final = frozenset(
+    {"content-type", "etag", "location", "content-location", "last-modified", "cache-control"}
+)
+# The scope entry through which GUARD hands its claim to the middleware.
+_SLOT: Final = "adbm.idempotency"
+
+
+def write_routes(prefix: str) -> frozenset[tuple[str, str]]:
+    """The routes under an API version `prefix` that change state and are not naturally
+    idempotent (DELETE is), as (method, route template) pairs for `install`."""
+    return frozenset(
+        {
+            ("POST", f"{prefix}/products"),
+            ("PATCH", f"{prefix}/products/{{product_id}}"),
+            ("POST", f"{prefix}/accounts"),
+            ("PATCH", f"{prefix}/accounts/{{account_id}}"),
+        }
+    )
+
+
+V1_WRITES: Final = write_routes("/api/v1")
+V2_WRITES: Final = write_routes("/api/v2")
+
+KEY_REQUIRED: Final = register(
+    "idempotency-key-required",
+    "Idempotency-Key required",
+    400,
+    "This route changes state: send `Idempotency-Key` with a unique value per logical operation "
+    "(1 to 255 visible ASCII characters, e.g. a UUID) and reuse it when retrying.",
+)
+IN_FLIGHT: Final = register(
+    "idempotency-in-flight",
+    "Request with this Idempotency-Key is in progress",
+    409,
+    "A request with the same `Idempotency-Key` is still being processed; retry after "
+    "`Retry-After` seconds to receive its response.",
+)
+KEY_REUSED: Final = register(
+    "idempotency-key-reused",
+    "Idempotency-Key reused with another request",
+    422,
+    "The `Idempotency-Key` was already used with a different method, path or body; use a new "
+    "key for a new operation.",
+)
+
+_LUA: Final = resources.files(__package__).joinpath("idempotency.lua").read_text()
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class New:
+    """The caller owns the lock and must `store` or `release` with `token`."""
+
+    token: str
+
+
+@dataclass(frozen=True)
+class InFlight:
+    retry_after_ms: int
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    pass
+
+
+@dataclass(frozen=True)
+class Done:
+    response: StoredResponse
+
+
+Outcome = New | InFlight | Mismatch | Done
+
+
+def _bytes(value: Any) -> bytes:
+    # The service's client returns bytes; a client with decode_responses returns str.
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+def canonical_body(body: bytes, content_type: str | None) -> bytes:
+    """JSON bodies with whitespace and member order normalised, so a retry that serialises the
+    same document differently is still the same request; anything else byte for byte."""
+    if body and content_type is not None and "json" in content_type.lower():
+        try:
+            document = json.loads(body)
+        except ValueError:
+            return body
+        return json.dumps(
+            document, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        ).encode()
+    return body
+
+
+def fingerprint(method: str, target: str, body: bytes) -> str:
+    """SHA-256 over method, path (with query) and canonical body, unambiguously delimited."""
+    digest = hashlib.sha256()
+    for part in (method.upper().encode(), target.encode(), body):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def valid_key(value: str | None) -> bool:
+    return value is not None and _KEY_PATTERN.fullmatch(value) is not None
+
+
+class Idempotency:
+    """The Redis side: one record per (tenant, key), decided by `idempotency.lua`."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        key_prefix: str,
+        ttl_seconds: int,
+        lock_seconds: float = DEFAULT_LOCK_SECONDS,
+    ) -> None:
+        self.redis = redis
+        self.key_prefix = key_prefix
+        self.ttl_ms = int(ttl_seconds * 1000)
+        self.lock_ms = int(lock_seconds * 1000)
+        # EVALSHA, loading the script again only when the server has lost it.
+        self._script = redis.register_script(_LUA)
+
+    def record_key(self, tenant_id: UUID, key: str) -> str:
+        return f"{self.key_prefix}idem:{tenant_id}:{key}"
+
+    async def begin(self, tenant_id: UUID, key: str, request_fingerprint: str) -> Outcome:
+        token = secrets.token_hex(16)
+        reply = await self._script(
+            keys=[self.record_key(tenant_id, key)],
+            args=["begin", request_fingerprint, token, self.lock_ms],
+        )
+        verdict = _bytes(reply[0])
+        if verdict == b"new":
+            return New(token)
+        if verdict == b"mismatch":
+            return Mismatch()
+        if verdict == b"busy":
+            return InFlight(max(0, int(reply[1])))
+        headers = [(str(n), str(v)) for n, v in json.loads(_bytes(reply[2]))]
+        return Done(StoredResponse(int(reply[1]), headers, _bytes(reply[3])))
+
+    async def store(self, tenant_id: UUID, key: str, token: str, response: StoredResponse) -> bool:
+        """Record the response; False when `token` no longer owns the lock (it expired and
+        another request took the key over), in which case nothing is written."""
+        stored = await self._script(
+            keys=[self.record_key(tenant_id, key)],
+            args=[
+                "store",
+                token,
+                self.ttl_ms,
+                response.status,
+                json.dumps(response.headers),
+                response.body,
+            ],
+        )
+        return int(stored) == 1
+
+    async def release(self, tenant_id: UUID, key: str, token: str) -> bool:
+        """Drop the lock so a retry can run; False when `token` does not own it."""
+        released = await self._script(
+            keys=[self.record_key(tenant_id, key)], args=["release", token]
+        )
+        return int(released) == 1
+
+
+@dataclass
+class _Claim:
+    engine: Idempotency
+    tenant_id: UUID
+    key: str
+    token: str
+
+
+@dataclass
+class _Slot:
+    claim: _Claim | None = None
+    replay: StoredResponse | None = None
+    guarded: bool = False
+
+
+@dataclass(frozen=True)
+class _Config:
+    routes: frozenset[tuple[str, str]]
+    methods: frozenset[str]
+    lock_seconds: float
+
+
+class _Replayed(Exception):
+    """Raised by GUARD to skip the route; the middleware answers with the stored response."""
+
+
+def _engine(request: Request, config: _Config) -> Idempotency:
+    engine = getattr(request.app.state, "idempotency", None)
+    svc = services(request)
+    if isinstance(engine, Idempotency) and engine.redis is svc.redis:
+        return engine
+    # Built per Redis client, so an app restarted in the same process (tests) gets a new one.
+    engine = Idempotency(
+        svc.redis,
+        svc.settings.redis_key_prefix,
+        svc.settings.policy.idempotency.ttl_seconds,
+        lock_seconds=config.lock_seconds,
+    )
+    request.app.state.idempotency = engine
+    return engine
+
+
+def _unavailable() -> Problem:
+    return Problem(
+        SERVICE_UNAVAILABLE,
+        "The idempotency store is unavailable, so the request was not processed.",
+        headers={"Retry-After": retry_after(1)},
+    )
+
+
+async def guard(request: Request, principal: CurrentPrincipal) -> None:
+    """Dependency: decide a protected request before its route runs (see the module doc)."""
+    slot = request.scope.get(_SLOT)
+    config: _Config | None = getattr(request.app.state, "idempotency_config", None)
+    route = request.scope.get("route")
+    template = getattr(route, "path_format", None)
+    if config is None:
+        raise RuntimeError("idempotency.GUARD is used without idempotency.install(app)")
+    if (request.method, template) not in config.routes:
+        return
+    assert isinstance(slot, _Slot), "the idempotency middleware did not see this request"
+    slot.guarded = True
+    key = request.headers.get(KEY_HEADER)
+    if not valid_key(key):
+        raise Problem(
+            KEY_REQUIRED,
+            f"Send `{KEY_HEADER}` with 1 to 255 visible ASCII characters, unique per operation.",
+        )
+    assert key is not None
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    body = canonical_body(await request.body(), request.headers.get("content-type"))
+    engine = _engine(request, config)
+    try:
+        outcome = await engine.begin(
+            principal.tenant_id, key, fingerprint(request.method, target, body)
+        )
+    except (RedisError, OSError) as exc:
+        log.warning("idempotency store unavailable: %s", exc)
+        raise _unavailable() from exc
+    if isinstance(outcome, New):
+        slot.claim = _Claim(engine, principal.tenant_id, key, outcome.token)
+        return
+    if isinstance(outcome, Mismatch):
+        raise Problem(KEY_REUSED, f"This {KEY_HEADER} was used with a different request.")
+    if isinstance(outcome, InFlight):
+        raise Problem(
+            IN_FLIGHT,
+            f"A request with this {KEY_HEADER} is still in progress.",
+            # Writes finish in milliseconds: an early retry is better than waiting out the lock.
+            headers={"Retry-After": retry_after(min(1.0, outcome.retry_after_ms / 1000))},
+        )
+    slot.replay = outcome.response
+    raise _Replayed()
+
+
+GUARD: Final = Depends(guard)
+"""Add to the routers or routes whose writes `install(..., routes=...)` names."""
+
+
+def _keep(response_headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    return [
+        (name.decode("latin-1"), value.decode("latin-1"))
+        for name, value in response_headers
+        if name.decode("latin-1").lower() in STORED_HEADERS
+    ]
+
+
+async def _send(send: Send, response: StoredResponse, *, replayed: bool) -> None:
+    headers = [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in response.headers]
+    headers.append((b"content-length", str(len(response.body)).encode()))
+    if replayed:
+        headers.append((REPLAYED_HEADER.lower().encode(), b"true"))
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": response.body})
+
+
+class IdempotencyMiddleware:
+    """Finishes what GUARD began: stores or releases the claim, and sends replays."""
+
+    def __init__(self, app: ASGIApp, config: _Config) -> None:
+        self.app = app
+        self.config = config
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in self.config.methods:
+            await self.app(scope, receive, send)
+            return
+        slot = _Slot()
+        scope[_SLOT] = slot
+        start: Message | None = None
+        chunks: list[bytes] = []
+
+        async def capture(message: Message) -> None:
+            nonlocal start
+            if slot.claim is None:
+                await send(message)
+            elif message["type"] == "http.response.start":
+                start = message
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+            else:
+                await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        except _Replayed:
+            assert slot.replay is not None
+            await _send(send, slot.replay, replayed=True)
+            return
+        except BaseException:
+            await self._release(slot.claim)
+            raise
+        self._check_guarded(scope, slot)
+        claim = slot.claim
+        if claim is None:
+            return
+        if start is None:
+            await self._release(claim)
+            return
+        status = int(start["status"])
+        response = StoredResponse(status, _keep(start.get("headers", [])), b"".join(chunks))
+        # 5xx is the server's failure and 429 a refusal to run: neither is the operation's
+        # outcome, so the retry must be allowed to run it.
+        if status >= 500 or status == 429:
+            await self._release(claim)
+        else:
+            try:
+                if not await claim.engine.store(claim.tenant_id, claim.key, claim.token, response):
+                    log.warning(
+                        "idempotency lock for key %r expired before the response was stored",
+                        claim.key,
+                    )
+            except (RedisError, OSError) as exc:
+                # The side effect happened: the client gets its answer; a retry after the lock
+                # expires would run again, which is the best left without the store.
+                log.warning("idempotency store unavailable while storing: %s", exc)
+        await send(start)
+        await send({"type": "http.response.body", "body": response.body})
+
+    async def _release(self, claim: _Claim | None) -> None:
+        if claim is None:
+            return
+        try:
+            await claim.engine.release(claim.tenant_id, claim.key, claim.token)
+        except (RedisError, OSError) as exc:
+            # The lock then expires by itself after lock_seconds.
+            log.warning("idempotency lock could not be released: %s", exc)
+
+    def _check_guarded(self, scope: Scope, slot: _Slot) -> None:
+        template = getattr(scope.get("route"), "path_format", None)
+        if not slot.guarded and (scope["method"], template) in self.config.routes:
+            # A configured route without GUARD runs unprotected: make the wiring bug loud.
+            log.error(
+                "%s %s is configured as idempotent but has no GUARD", scope["method"], template
+            )
+
+
+def install(
+    app: FastAPI,
+    *,
+    routes: Iterable[tuple[str, str]] = V1_WRITES,
+    lock_seconds: float = DEFAULT_LOCK_SECONDS,
+) -> None:
+    """Protect `routes` ((method, route template) pairs) of `app`; their routes need GUARD."""
+    chosen = frozenset((method.upper(), path) for method, path in routes)
+    config = _Config(chosen, frozenset(m for m, _ in chosen), lock_seconds)
+    app.state.idempotency_config = config
+    app.add_middleware(IdempotencyMiddleware, config=config)
