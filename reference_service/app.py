@@ -14,7 +14,7 @@ from reference_service.db.pool import Database
 
 # idempotency and ratelimit register their problem types on import: before the route modules,
 # whose OpenAPI error tables are built from the registry.
-from reference_service.http import idempotency, ratelimit  # isort: skip
+from reference_service.http import idempotency, limits, ratelimit  # isort: skip
 from reference_service.http import health, problems, routes_v1, routes_v2, versioning
 from reference_service.http.pagination import CursorCodec
 from reference_service.http.state import Services
@@ -75,4 +75,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if deprecated:
         app.add_middleware(versioning.DeprecationMiddleware, policy=settings.policy.versioning)
     app.add_middleware(ratelimit.RateLimitHeaders)
+    app.add_middleware(limits.BodyLimit, max_bytes=settings.max_body_bytes)
     return app

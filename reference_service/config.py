@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     """Rate limits, versioning and idempotency, as JSON in `ADBM_POLICY`."""
 
     http_port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    max_body_bytes: Annotated[int, Field(ge=1, le=64 * 1024 * 1024)] = 1024 * 1024
+    """Largest request body accepted; larger ones get a 413 problem."""
     metrics_port: Annotated[int, Field(ge=1, le=65535)] = 9090
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     trace_sampling_ratio: Annotated[float, Field(ge=0, le=1)] = 0.1
