@@ -18,6 +18,7 @@ from reference_service.http import idempotency, limits, ratelimit  # isort: skip
 from reference_service.http import health, problems, routes_v1, routes_v2, versioning
 from reference_service.http.pagination import CursorCodec
 from reference_service.http.state import Services
+from reference_service.observability import tracing
 
 # Redis answers in well under a millisecond when healthy; a request must not hang on it when it
 # is not. Later layers (rate limits, idempotency) decide what a timeout means for them.
@@ -76,4 +77,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(versioning.DeprecationMiddleware, policy=settings.policy.versioning)
     app.add_middleware(ratelimit.RateLimitHeaders)
     app.add_middleware(limits.BodyLimit, max_bytes=settings.max_body_bytes)
+    # Outermost: every response, errors included, is inside the request's span.
+    app.add_middleware(tracing.RequestSpans, tracer_provider=tracing.provider(settings))
     return app

@@ -23,9 +23,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
+from starlette.types import Receive, Scope, Send
 
 from reference_service.db.pool import PoolExhausted
 from reference_service.db.repository import NotFound, StaleVersion
+from reference_service.observability.tracing import current_trace_id
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,7 @@ MEDIA_TYPE: Final = "application/problem+json"
 TYPE_BASE: Final = "https://adbm.io/problems/"
 
 # Members every problem has; extension members may not shadow them.
-_STANDARD_MEMBERS: Final = frozenset({"type", "title", "status", "detail", "instance"})
+_STANDARD_MEMBERS: Final = frozenset({"type", "title", "status", "detail", "instance", "trace_id"})
 
 
 @dataclass(frozen=True)
@@ -174,6 +176,9 @@ def problem_response(
         "detail": detail,
         "instance": request.url.path,
     }
+    trace_id = current_trace_id()
+    if trace_id is not None:
+        body["trace_id"] = trace_id  # what an operator searches the traces and logs by
     body.update(extra or {})
     return JSONResponse(body, status_code=kind.status, headers=headers, media_type=MEDIA_TYPE)
 
@@ -270,6 +275,9 @@ async def _on_http(request: Request, exc: Exception) -> JSONResponse:
         "detail": exc.detail if isinstance(exc.detail, str) else phrase,
         "instance": request.url.path,
     }
+    trace_id = current_trace_id()
+    if trace_id is not None:
+        body["trace_id"] = trace_id
     return JSONResponse(body, status_code=exc.status_code, headers=headers, media_type=MEDIA_TYPE)
 
 
@@ -336,3 +344,22 @@ def install(app: FastAPI) -> None:
     # Registered for `Exception`, Starlette runs it in its outermost middleware, after every
     # other handler and middleware has had its chance.
     app.add_exception_handler(Exception, _on_unexpected)
+
+
+async def answer_unhandled(
+    exc: Exception, scope: Scope, receive: Receive, send: Send, *, started: bool
+) -> None:
+    """Answer an exception the app did not handle, from inside a middleware, then re-raise.
+
+    Starlette answers unhandled exceptions in its outermost middleware, outside every other
+    one, so a middleware that adds to responses (headers, the request's trace) would see its
+    500 go out without them. Answered here with the app's own handler instead; re-raised, the
+    exception still reaches the server's log, and the outer middleware sends nothing more once
+    a response has started.
+    """
+    handler = scope["app"].exception_handlers.get(Exception)
+    if started or handler is None:
+        raise exc
+    response = await handler(Request(scope), exc)
+    await response(scope, receive, send)
+    raise exc

@@ -19,9 +19,9 @@ from datetime import UTC
 from email.utils import format_datetime
 from typing import Final
 
-from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from reference_service.http import problems
 from reference_service.policy import DeprecatedVersion, VersioningPolicy
 
 API_ROOT: Final = "/api/"
@@ -93,13 +93,4 @@ class DeprecationMiddleware:
         try:
             await self.app(scope, receive, send_with_headers)
         except Exception as exc:
-            handler = scope["app"].exception_handlers.get(Exception)
-            if started or handler is None:
-                raise
-            # Starlette answers an unhandled exception in its outermost middleware, outside
-            # this one, so its 500 would go out without the headers. Answer here with the same
-            # handler instead; re-raised, the exception still reaches the server's log, and the
-            # outer middleware sends nothing more once a response has started.
-            response = await handler(Request(scope), exc)
-            await response(scope, receive, send_with_headers)
-            raise
+            await problems.answer_unhandled(exc, scope, receive, send_with_headers, started=started)

@@ -1,0 +1,80 @@
+"""Request tracing with OpenTelemetry: one server span per request, W3C trace context in.
+
+The sampler is parent-based with the ratio the operator renders (`ADBM_TRACE_SAMPLING_RATIO`):
+a caller's sampling decision is kept. An unsampled span still has a real trace id, so every
+request has one to put into its problem details and logs. Spans are exported over OTLP to the
+collector sidecar when the environment names one (`OTEL_EXPORTER_OTLP_ENDPOINT`, unless
+`OTEL_TRACES_EXPORTER=none`); without it nothing is exported.
+"""
+
+from __future__ import annotations
+
+import os
+
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from reference_service.config import Settings
+
+
+def provider(settings: Settings) -> TracerProvider:
+    tracer_provider = TracerProvider(
+        sampler=ParentBased(TraceIdRatioBased(settings.trace_sampling_ratio)),
+        resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "adbm")}),
+    )
+    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if endpoint and os.environ.get("OTEL_TRACES_EXPORTER", "otlp") != "none":
+        # Imported only when exporting: grpc is heavy and most processes here never export.
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+    return tracer_provider
+
+
+def current_trace_id() -> str | None:
+    """The trace id of the request being served, as 32 lower-case hex digits."""
+    context = trace.get_current_span().get_span_context()
+    return f"{context.trace_id:032x}" if context.is_valid else None
+
+
+class RequestSpans:
+    """Pure ASGI middleware: a server span around each HTTP request, continuing the caller's
+    trace (`traceparent`) when there is one."""
+
+    def __init__(self, app: ASGIApp, tracer_provider: TracerProvider) -> None:
+        self.app = app
+        self.tracer = tracer_provider.get_tracer("reference_service")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        parent = propagate.extract(carrier)
+        name = f"{scope['method']} {scope['path']}"
+        with self.tracer.start_as_current_span(
+            name, context=parent, kind=trace.SpanKind.SERVER
+        ) as span:
+            span.set_attribute("http.request.method", scope["method"])
+            span.set_attribute("url.path", scope["path"])
+            started = False
+
+            async def tracked_send(message: Message) -> None:
+                nonlocal started
+                started = started or message["type"] == "http.response.start"
+                await send(message)
+
+            try:
+                await self.app(scope, receive, tracked_send)
+            except Exception as exc:
+                span.record_exception(exc)
+                span.set_status(trace.StatusCode.ERROR)
+                # Answered inside the span, so even the 500 names the request's trace (imported
+                # here: the problems module imports this one for the trace id).
+                from reference_service.http.problems import answer_unhandled
+
+                await answer_unhandled(exc, scope, receive, tracked_send, started=started)
