@@ -348,10 +348,15 @@ async def test_only_the_lock_owner_stores_its_completion(open_env: OpenEnv) -> N
     # The first request outlives its 0.2 s lock; the second takes the key over and finishes
     # first. The first's late completion must not replace the second's.
     env = await open_env(lock_seconds=0.2)
-    env.probe.delays = [0.6, 0.0]
+    env.probe.delays = [1.5, 0.0]
     headers = with_key(env.a, "takeover")
     first = asyncio.create_task(env.client.post("/test/slow", json={}, headers=headers))
-    await asyncio.sleep(0.35)
+    # From when the first is known to be running (its lock taken before), past the lock's TTL:
+    # no guess about how long the request took to get there on a loaded machine.
+    async with asyncio.timeout(10):
+        while env.probe.calls < 1:
+            await asyncio.sleep(0.01)
+    await asyncio.sleep(0.4)
     second = await env.client.post("/test/slow", json={}, headers=headers)
     assert second.json() == {"call": 2}
     late = await first
