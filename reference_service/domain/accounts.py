@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 from typing import Final
-from uuid import UUID
 
-from reference_service.db import repository
-from reference_service.db.pool import Connection, Database
-from reference_service.db.repository import Key
 from reference_service.domain.common import (
     Changes,
     Currency,
@@ -15,8 +11,7 @@ from reference_service.domain.common import (
     MinorUnits,
     Name,
     Resource,
-    read_one,
-    read_page,
+    Table,
 )
 
 TABLE: Final = "accounts"
@@ -41,44 +36,10 @@ class Account(Resource):
     balance_minor: int
 
 
-async def create(conn: Connection, tenant_id: UUID, data: AccountCreate, *, actor: str) -> Account:
-    values = {"tenant_id": tenant_id, **data.model_dump()}
-    return Account.model_validate(await repository.insert(conn, TABLE, values, actor=actor))
+_ROWS: Final = Table(TABLE, Account)
 
-
-async def get(database: Database, tenant_id: UUID, account_id: UUID) -> Account:
-    return Account.model_validate(await read_one(database, tenant_id, TABLE, account_id))
-
-
-async def page(
-    database: Database, tenant_id: UUID, *, after: Key | None, limit: int
-) -> list[Account]:
-    rows = await read_page(database, tenant_id, TABLE, after=after, limit=limit)
-    return [Account.model_validate(row) for row in rows]
-
-
-async def update(
-    conn: Connection,
-    account_id: UUID,
-    data: AccountChanges,
-    *,
-    expected_version: int,
-    actor: str,
-) -> Account:
-    row = await repository.update(
-        conn,
-        TABLE,
-        account_id,
-        expected_version=expected_version,
-        changes=data.changes(),
-        actor=actor,
-    )
-    return Account.model_validate(row)
-
-
-async def delete(
-    conn: Connection, account_id: UUID, *, expected_version: int | None, actor: str
-) -> None:
-    await repository.soft_delete(
-        conn, TABLE, account_id, expected_version=expected_version, actor=actor
-    )
+create = _ROWS.create
+get = _ROWS.get
+page = _ROWS.page
+update = _ROWS.update
+delete = _ROWS.delete

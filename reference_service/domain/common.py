@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Generic, TypeVar
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from reference_service.db import repository
-from reference_service.db.pool import Database
-from reference_service.db.repository import Key, Row
+from reference_service.db.pool import Connection, Database
+from reference_service.db.repository import Key
 
 # Postgres bigint: larger values would pass validation and then fail in the database as a 500.
 INT64_MAX: Final = 2**63 - 1
@@ -77,16 +78,62 @@ class Resource(BaseModel):
 # connection from `Database.transaction(tenant)`, so a caller can group several in one.
 
 
-async def read_one(database: Database, tenant_id: UUID, table: str, row_id: UUID) -> Row:
-    """The live row `row_id` of `table` as the tenant sees it, or `repository.NotFound`."""
-    rows = await database.read(tenant_id, repository.select_one(table, row_id))
-    if not rows:
-        raise repository.NotFound(table, row_id)
-    return rows[0]
+M = TypeVar("M", bound=Resource)
 
 
-async def read_page(
-    database: Database, tenant_id: UUID, table: str, *, after: Key | None, limit: int
-) -> list[Row]:
-    """Up to `limit` live rows of `table` after the keyset position `after`."""
-    return await database.read(tenant_id, repository.select_page(table, after=after, limit=limit))
+@dataclass(frozen=True)
+class Table(Generic[M]):
+    """The reads and writes every resource table has, typed by the table's response model.
+
+    Each domain module binds one (`products`, `accounts`, `orders`) and keeps only what is its
+    own: the request models and the rules about which fields may change.
+    """
+
+    name: str
+    model: type[M]
+
+    async def get(self, database: Database, tenant_id: UUID, row_id: UUID) -> M:
+        """The live row as the tenant sees it, or `repository.NotFound`."""
+        rows = await database.read(tenant_id, repository.select_one(self.name, row_id))
+        if not rows:
+            raise repository.NotFound(self.name, row_id)
+        return self.model.model_validate(rows[0])
+
+    async def page(
+        self, database: Database, tenant_id: UUID, *, after: Key | None, limit: int
+    ) -> list[M]:
+        """Up to `limit` live rows after the keyset position `after`."""
+        statement = repository.select_page(self.name, after=after, limit=limit)
+        return [self.model.model_validate(row) for row in await database.read(tenant_id, statement)]
+
+    async def create(self, conn: Connection, tenant_id: UUID, data: Input, *, actor: str) -> M:
+        values = {"tenant_id": tenant_id, **data.model_dump()}
+        return self.model.model_validate(
+            await repository.insert(conn, self.name, values, actor=actor)
+        )
+
+    async def update(
+        self,
+        conn: Connection,
+        row_id: UUID,
+        data: Changes,
+        *,
+        expected_version: int,
+        actor: str,
+    ) -> M:
+        row = await repository.update(
+            conn,
+            self.name,
+            row_id,
+            expected_version=expected_version,
+            changes=data.changes(),
+            actor=actor,
+        )
+        return self.model.model_validate(row)
+
+    async def delete(
+        self, conn: Connection, row_id: UUID, *, expected_version: int | None, actor: str
+    ) -> None:
+        await repository.soft_delete(
+            conn, self.name, row_id, expected_version=expected_version, actor=actor
+        )

@@ -5,9 +5,7 @@ from __future__ import annotations
 from typing import Final
 from uuid import UUID
 
-from reference_service.db.pool import Database
-from reference_service.db.repository import Key
-from reference_service.domain.common import Resource, read_one, read_page
+from reference_service.domain.common import Resource, Table
 
 TABLE: Final = "orders"
 
@@ -21,12 +19,7 @@ class Order(Resource):
     status: str
 
 
-async def get(database: Database, tenant_id: UUID, order_id: UUID) -> Order:
-    return Order.model_validate(await read_one(database, tenant_id, TABLE, order_id))
+_ROWS: Final = Table(TABLE, Order)
 
-
-async def page(
-    database: Database, tenant_id: UUID, *, after: Key | None, limit: int
-) -> list[Order]:
-    rows = await read_page(database, tenant_id, TABLE, after=after, limit=limit)
-    return [Order.model_validate(row) for row in rows]
+get = _ROWS.get
+page = _ROWS.page
