@@ -28,6 +28,7 @@ REDIS_TIMEOUT_SECONDS: Final = 0.5
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A new application; `adbm-service serve` runs it with uvicorn's `factory=True`."""
     settings = settings or Settings()
+    tracer_provider = tracing.provider(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -54,6 +55,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await redis.aclose()
             await database.close()
+            # Flushes spans still batched for export, so the last requests' traces are kept.
+            tracer_provider.shutdown()
 
     app = FastAPI(
         title="ADBM reference service",
@@ -78,5 +81,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(ratelimit.RateLimitHeaders)
     app.add_middleware(limits.BodyLimit, max_bytes=settings.max_body_bytes)
     # Outermost: every response, errors included, is inside the request's span.
-    app.add_middleware(tracing.RequestSpans, tracer_provider=tracing.provider(settings))
+    app.add_middleware(tracing.RequestSpans, tracer_provider=tracer_provider)
     return app
