@@ -13,6 +13,7 @@ import yaml
 from pydantic import ValidationError
 
 from adbm_operator import apidoc, crd, model, specs, yamlout
+from adbm_operator.problems import format_validation_error
 
 
 class InputError(Exception):
@@ -41,16 +42,6 @@ def _read_documents(path: str, stdin: TextIO | None) -> Iterator[tuple[int, dict
         yield index, doc
     if not found:
         raise InputError(f"{path}: no BackendService found")
-
-
-def format_validation_error(exc: ValidationError) -> str:
-    """One line per problem, located by the field path a user writes in YAML."""
-    lines = []
-    for error in exc.errors():
-        location = ".".join(str(part) for part in error["loc"]) or "(object)"
-        message = error["msg"].removeprefix("Value error, ")
-        lines.append(f"  {location}: {message}")
-    return "\n".join(lines)
 
 
 def load(path: str, stdin: TextIO | None = None) -> list[model.BackendService]:
@@ -87,11 +78,17 @@ def _render(args: argparse.Namespace) -> str:
         return dump([model.with_defaults(obj) for obj in objects], args.output)
     children = []
     for obj in objects:
-        rendered = specs.render(obj)
+        rendered = offline(obj)
         children.extend(rendered)
         # A summary for the reviewer on stderr, so stdout stays pipeable to kubectl.
         print(summary(obj, rendered), file=sys.stderr)
     return dump(children, args.output)
+
+
+def offline(obj: model.BackendService) -> list[dict[str, Any]]:
+    """Everything the operator would create for `obj`: the applied children, then what it
+    creates once, without the values it generates then (each says so in an annotation)."""
+    return [*specs.render(obj), *specs.created_once(obj)]
 
 
 def summary(obj: model.BackendService, children: Sequence[dict[str, Any]]) -> str:
@@ -113,7 +110,7 @@ RENDER_SAMPLE = "examples/minimal.yaml"
 def readme_sections(root: Path) -> dict[str, str]:
     """What the README's generated sections must say: the field reference, and the real output
     of `adbm-operator render` for the minimal example."""
-    sample = dump(specs.render(load(str(root / RENDER_SAMPLE))[0]), "yaml")
+    sample = dump(offline(load(str(root / RENDER_SAMPLE))[0]), "yaml")
     return {
         apidoc.REFERENCE: apidoc.field_reference(),
         f"adbm-operator render -f {RENDER_SAMPLE}": f"```yaml\n{sample}```\n",

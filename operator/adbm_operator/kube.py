@@ -2,67 +2,21 @@
 
 It reuses the credentials Kopf logged in with (`kopf.ConnectionInfo`), so the operator has one
 identity, and speaks plain REST: server-side apply with one field manager, get, list by label,
-delete, and status patches. Only the kinds the operator manages are known to it.
+create, delete, and status patches, for the kinds of `kinds`.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import kopf
 
+from adbm_operator.kinds import Kind, of
+
 FIELD_MANAGER = "adbm-operator"
-
-
-@dataclass(frozen=True)
-class Kind:
-    api_version: str
-    kind: str
-    plural: str
-    namespaced: bool = True
-
-    def path(self, namespace: str | None, name: str | None = None) -> str:
-        base = (
-            f"/api/{self.api_version}"
-            if "/" not in self.api_version
-            else f"/apis/{self.api_version}"
-        )
-        if self.namespaced:
-            base += f"/namespaces/{namespace}"
-        base += f"/{self.plural}"
-        return f"{base}/{name}" if name else base
-
-
-KINDS = {
-    (k.api_version, k.kind): k
-    for k in (
-        Kind("v1", "ConfigMap", "configmaps"),
-        Kind("v1", "Secret", "secrets"),
-        Kind("v1", "Service", "services"),
-        Kind("apps/v1", "Deployment", "deployments"),
-        Kind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
-        Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
-        Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
-        Kind("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors"),
-        Kind("keda.sh/v1alpha1", "ScaledObject", "scaledobjects"),
-        Kind("keda.sh/v1alpha1", "TriggerAuthentication", "triggerauthentications"),
-        Kind("adbm.io/v1alpha1", "BackendService", "backendservices"),
-        Kind(
-            "apiextensions.k8s.io/v1",
-            "CustomResourceDefinition",
-            "customresourcedefinitions",
-            namespaced=False,
-        ),
-    )
-}
-
-
-def kind_of(obj: Mapping[str, Any]) -> Kind:
-    return KINDS[(obj["apiVersion"], obj["kind"])]
 
 
 class ApiError(Exception):
@@ -143,13 +97,24 @@ class Client:
     async def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         """Server-side apply as the one field manager; `force` takes over fields another
         manager (e.g. `kubectl edit`) changed, which is how drift is corrected."""
-        kind = kind_of(obj)
+        kind = of(obj)
         result = await self._request(
             "PATCH",
             kind.path(obj["metadata"].get("namespace"), obj["metadata"]["name"]),
             params={"fieldManager": FIELD_MANAGER, "force": "true"},
             body=obj,
             content_type="application/apply-patch+yaml",
+        )
+        assert result is not None
+        return result
+
+    async def create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Create as the one field manager; 409 AlreadyExists when it exists."""
+        result = await self._request(
+            "POST",
+            of(obj).path(obj["metadata"].get("namespace")),
+            params={"fieldManager": FIELD_MANAGER},
+            body=obj,
         )
         assert result is not None
         return result

@@ -8,54 +8,42 @@ what the cluster holds.
 
 from __future__ import annotations
 
+import base64
+import secrets
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from adbm_operator import kube, model, specs, status, telemetry
+from adbm_operator import kinds, kube, model, observe, specs, status, telemetry
+from adbm_operator.kinds import Kind
 from adbm_operator.model import BackendService, ChildSummary
-from adbm_operator.specs import deployment, keda, labels, pod, servicemonitor, worker
-from adbm_operator.status import Rollout, Transition
-
-SERVICE_MONITOR = ("monitoring.coreos.com/v1", "ServiceMonitor")
-SCALED_OBJECT = ("keda.sh/v1alpha1", "ScaledObject")
-TRIGGER_AUTH = ("keda.sh/v1alpha1", "TriggerAuthentication")
-OPTIONAL_KINDS = {SERVICE_MONITOR, SCALED_OBJECT, TRIGGER_AUTH}
-# Every kind the operator may create, in the order children are pruned (dependents first).
-MANAGED_KINDS = [
-    kube.KINDS[key]
-    for key in (
-        SERVICE_MONITOR,
-        SCALED_OBJECT,
-        TRIGGER_AUTH,
-        ("autoscaling/v2", "HorizontalPodAutoscaler"),
-        ("networking.k8s.io/v1", "NetworkPolicy"),
-        ("policy/v1", "PodDisruptionBudget"),
-        ("apps/v1", "Deployment"),
-        ("v1", "Service"),
-        ("v1", "ConfigMap"),
-    )
-]
-# The CRD that makes each optional kind exist.
-CRD_NAMES = {
-    "servicemonitors.monitoring.coreos.com": SERVICE_MONITOR,
-    "scaledobjects.keda.sh": SCALED_OBJECT,
-    "triggerauthentications.keda.sh": TRIGGER_AUTH,
-}
-# Fields an autoscaler writes: never compared, never applied (the builders leave them out).
-_OWNED_BY_OTHERS = ("replicas",)
+from adbm_operator.observe import Rollout
+from adbm_operator.specs import (
+    cursor,
+    deployment,
+    keda,
+    labels,
+    otel,
+    pod,
+    service,
+    servicemonitor,
+    worker,
+)
+from adbm_operator.status import Transition
 
 
 @dataclass
 class Integrations:
     """Which optional kinds the cluster serves, as the CRD watch last reported."""
 
-    installed: set[tuple[str, str]] = field(default_factory=set)
+    installed: set[Kind] = field(default_factory=set)
 
-    def has(self, key: tuple[str, str]) -> bool:
-        return key in self.installed
+    def has(self, kind: Kind) -> bool:
+        """Whether the cluster serves `kind`: built-in kinds always, optional ones once their
+        CRD is established."""
+        return kind.crd is None or kind in self.installed
 
 
 def differs(desired: Any, live: Any) -> bool:
@@ -114,19 +102,48 @@ class Outcome:
 
 
 async def secret_versions(
-    client: kube.Client, obj: BackendService
+    client: kube.Client, obj: BackendService, known: Mapping[str, Mapping[str, Any]]
 ) -> tuple[dict[str, str], list[str]]:
-    """resourceVersions of the Secrets the pods read, and the names of those missing."""
+    """resourceVersions of the Secrets the pods read, and the names of those missing; `known`
+    holds Secrets this reconcile already has in hand (name -> live object)."""
     versions, missing = {}, []
     for ref in pod.referenced_secrets(obj):
         if ref.name in versions or ref.name in missing:
             continue
-        secret = await client.get(kube.KINDS[("v1", "Secret")], obj.namespace, ref.name)
+        secret = known.get(ref.name) or await client.get(kinds.SECRET, obj.namespace, ref.name)
         if secret is None:
             missing.append(ref.name)
         else:
             versions[ref.name] = secret["metadata"].get("resourceVersion", "")
     return versions, missing
+
+
+def with_generated_value(shape: Mapping[str, Any]) -> dict[str, Any]:
+    """The cursor-signing Secret as created: its rendered shape and a new random key."""
+    token = secrets.token_urlsafe(cursor.RANDOM_BYTES)
+    return {**shape, "data": {cursor.KEY: base64.b64encode(token.encode()).decode()}}
+
+
+async def ensure_created(
+    client: kube.Client, shape: Mapping[str, Any]
+) -> tuple[dict[str, Any], bool]:
+    """The live object, created from `shape` (with its generated value) only when absent;
+    whether this call created it. An existing one is never changed, whoever wrote it."""
+    kind = kinds.of(shape)
+    meta = shape["metadata"]
+    live = await client.get(kind, meta["namespace"], meta["name"])
+    if live is not None:
+        return live, False
+    try:
+        return await client.create(with_generated_value(shape)), True
+    except kube.ApiError as exc:
+        if exc.status != 409:
+            raise
+    # Created meanwhile (by a user, or a reconcile of a previous operator run): theirs stands.
+    live = await client.get(kind, meta["namespace"], meta["name"])
+    if live is None:
+        raise kube.ApiError(409, "Conflict", f"{kind.kind} {meta['name']} exists, then did not")
+    return live, False
 
 
 async def reconcile(
@@ -147,90 +164,141 @@ async def reconcile(
     previous = status.parse(body.get("status"))
     generation = int(body["metadata"].get("generation", 0))
     uid = body["metadata"]["uid"]
-    writes = 0
-    temporary: str | None = None
-    children: list[ChildSummary] = []
-    notes: list[str] = []
+    applying = write and not obj.spec.paused
+    run = _Writes()
+
+    once = specs.created_once(obj)
+    for shape in once:
+        shape["metadata"]["ownerReferences"] = [owner_reference(body)]
+    created = await _create_absent(client, once, run) if applying else {}
+
     if known_secrets is not None and not write:
         versions = dict(known_secrets)
         missing = [r.name for r in pod.referenced_secrets(obj) if r.name not in versions]
     else:
-        versions, missing = await secret_versions(client, obj)
+        versions, missing = await secret_versions(client, obj, created)
 
     desired = specs.render(obj, secret_versions=versions)
     for child in desired:
         child["metadata"]["ownerReferences"] = [owner_reference(body)]
-
-    applying = write and not obj.spec.paused
     if applying:
-        for child in desired:
-            key = (child["apiVersion"], child["kind"])
-            kind = kube.kind_of(child)
-            if key in OPTIONAL_KINDS and not integrations.has(key):
-                children.append(_summary(child, "Skipped", f"{kind.plural} CRD not installed"))
-                continue
-            try:
-                live = await client.get(kind, obj.namespace, child["metadata"]["name"])
-                if live is None or differs(child, live):
-                    await client.apply(child)
-                    writes += 1
-                    telemetry.CHILDREN_APPLIED.labels(kind=child["kind"]).inc()
-                    if drift:
-                        telemetry.DRIFT_CORRECTIONS.labels(kind=child["kind"]).inc()
-                children.append(_summary(child, "Applied"))
-            except kube.ApiError as exc:
-                children.append(_summary(child, "Failed", exc.message))
-                if exc.temporary:
-                    temporary = str(exc)
-        if temporary is None:
-            writes += await prune(client, obj, uid, desired, integrations)
+        await _apply(client, desired, integrations, run, drift=drift)
+        if run.temporary is None:
+            run.writes += await prune(client, obj, uid, desired, integrations)
 
-    if not integrations.has(SCALED_OBJECT) and keda.queue_length_groups(obj):
+    notes: list[str] = []
+    if not integrations.has(kinds.SCALED_OBJECT) and keda.queue_length_groups(obj):
         groups = ", ".join(g.name for g in keda.queue_length_groups(obj))
         notes.append(f"KEDA is not installed: worker groups {groups} run without autoscaling")
 
-    api = status.rollout(
-        await client.get(
-            kube.KINDS[("apps/v1", "Deployment")], obj.namespace, deployment.name(obj)
-        ),
-        deployment.name(obj),
+    names = [deployment.name(obj)]
+    names += [worker.name(obj, g) for g in (obj.spec.queue.workers if obj.spec.queue else [])]
+    deployments: dict[str, Mapping[str, Any] | None] = {}
+    for name in names:
+        # Fresh, not what the apply returned: the rollout is in the status the controller writes.
+        deployments[name] = await client.get(kinds.DEPLOYMENT, obj.namespace, name)
+    api, *workers = [observe.rollout(deployments[name], name) for name in names]
+    collector_spec = obj.spec.observability.otel_collector
+    collector = observe.collector(
+        otel.enabled(obj), otel.CONTAINER, collector_spec.image, deployments
     )
-    workers = []
-    for group in obj.spec.queue.workers if obj.spec.queue else []:
-        name = worker.name(obj, group)
-        live_worker = await client.get(kube.KINDS[("apps/v1", "Deployment")], obj.namespace, name)
-        workers.append(status.rollout(live_worker, name))
 
     observation = status.Observation(
         generation=generation,
         paused=obj.spec.paused,
         # Nothing was applied: the last reconcile's account of the children stands.
-        children=children if applying else (previous.children if previous else []),
+        children=run.children if applying else (previous.children if previous else []),
         api=api,
         workers=workers,
-        monitoring=await _monitoring(client, obj, integrations, children),
-        telemetry_enabled=obj.spec.observability.otel_collector.enabled,
+        monitoring=await _monitoring(client, obj, integrations, run.children, run.seen),
+        collector=collector,
         missing_secrets=missing,
-        error=temporary,
+        error=run.temporary,
         max_connections=model.max_connections(obj.spec),
-        notes=notes,
+        unscaled=notes,
     )
     now = datetime.now(UTC).replace(microsecond=0)
     new_status = status.compute(observation, previous, now)
-    result = "error" if temporary else "ok"
+    result = "error" if run.temporary else "ok"
     telemetry.RECONCILES.labels(result=result).inc()
     telemetry.RECONCILE_SECONDS.labels(result=result).observe(time.perf_counter() - started)
-    if temporary is None:
+    if run.temporary is None:
         telemetry.LAST_SUCCESS.set(time.time())
     return Outcome(
         new_status,
         status.transitions(previous, new_status),
-        writes,
-        temporary,
+        run.writes,
+        run.temporary,
         desired=desired,
         secret_versions=versions,
         rollouts=[api, *workers],
     )
+
+
+@dataclass
+class _Writes:
+    """What one reconcile's writing pass did and saw."""
+
+    children: list[ChildSummary] = field(default_factory=list)
+    seen: dict[tuple[str, str, str], dict[str, Any] | None] = field(default_factory=dict)
+    """Every live object read or written, by (apiVersion, kind, name)."""
+    writes: int = 0
+    temporary: str | None = None
+
+    def failed(self, child: Mapping[str, Any], exc: kube.ApiError) -> None:
+        self.children.append(_summary(child, "Failed", exc.message))
+        if exc.temporary:
+            self.temporary = str(exc)
+
+
+async def _create_absent(
+    client: kube.Client, shapes: Sequence[Mapping[str, Any]], run: _Writes
+) -> dict[str, Mapping[str, Any]]:
+    """Create what `specs.created_once` asks for where it is absent; the live objects by name."""
+    created: dict[str, Mapping[str, Any]] = {}
+    for shape in shapes:
+        try:
+            live, new = await ensure_created(client, shape)
+        except kube.ApiError as exc:
+            run.failed(shape, exc)
+            continue
+        created[shape["metadata"]["name"]] = live
+        run.writes += int(new)
+        run.children.append(_summary(shape, "Applied"))
+    return created
+
+
+async def _apply(
+    client: kube.Client,
+    desired: Sequence[dict[str, Any]],
+    integrations: Integrations,
+    run: _Writes,
+    *,
+    drift: bool,
+) -> None:
+    """Apply each child that is not already as rendered."""
+    for child in desired:
+        kind = kinds.of(child)
+        if not integrations.has(kind):
+            run.children.append(_summary(child, "Skipped", f"{kind.plural} CRD not installed"))
+            continue
+        try:
+            live = await client.get(kind, child["metadata"]["namespace"], child["metadata"]["name"])
+            if live is None or differs(child, live):
+                live = await client.apply(child)
+                run.writes += 1
+                telemetry.CHILDREN_APPLIED.labels(kind=child["kind"]).inc()
+                if drift:
+                    telemetry.DRIFT_CORRECTIONS.labels(kind=child["kind"]).inc()
+        except kube.ApiError as exc:
+            run.failed(child, exc)
+            continue
+        run.seen[_key(child)] = live
+        run.children.append(_summary(child, "Applied"))
+
+
+def _key(obj: Mapping[str, Any]) -> tuple[str, str, str]:
+    return (obj["apiVersion"], obj["kind"], obj["metadata"]["name"])
 
 
 async def _monitoring(
@@ -238,20 +306,28 @@ async def _monitoring(
     obj: BackendService,
     integrations: Integrations,
     children: Sequence[ChildSummary],
-) -> status.MonitoringState:
-    """Whether Prometheus can scrape this object through its ServiceMonitor, as observed."""
+    seen: Mapping[tuple[str, str, str], Mapping[str, Any] | None],
+) -> observe.Monitoring:
+    """Whether Prometheus can scrape this object through its ServiceMonitor, as observed: the
+    live ServiceMonitor selects the live Service's metrics port."""
     monitor = servicemonitor.build(obj)
     if monitor is None:
-        return "Disabled"
-    if not integrations.has(SERVICE_MONITOR):
-        return "CRDNotInstalled"
+        return observe.Monitoring("Disabled")
+    if not integrations.has(kinds.SERVICE_MONITOR):
+        return observe.Monitoring("CRDNotInstalled")
     if any(c.kind == "ServiceMonitor" and c.state == "Failed" for c in children):
-        return "Failed"
-    if any(c.kind == "ServiceMonitor" and c.state == "Applied" for c in children):
-        return "Applied"
-    # Nothing was applied this time (paused, or only observing), so look.
-    live = await client.get(kube.kind_of(monitor), obj.namespace, monitor["metadata"]["name"])
-    return "Applied" if live is not None else "Failed"
+        return observe.Monitoring("Failed")
+    api_service = service.build(obj)
+    live: dict[str, Mapping[str, Any] | None] = {}
+    for wanted in (monitor, api_service):
+        key = _key(wanted)
+        # Read back when this reconcile did not already hold it (paused, or only observing).
+        live[wanted["kind"]] = (
+            seen[key]
+            if key in seen
+            else await client.get(kinds.of(wanted), obj.namespace, wanted["metadata"]["name"])
+        )
+    return observe.monitoring(live["ServiceMonitor"], live["Service"], deployment.METRICS_PORT_NAME)
 
 
 async def prune(
@@ -263,16 +339,15 @@ async def prune(
 ) -> int:
     """Delete children this object owns that the spec no longer asks for (a worker group
     removed, the ServiceMonitor or the collector turned off)."""
-    wanted = {(c["apiVersion"], c["kind"], c["metadata"]["name"]) for c in desired}
+    wanted = {_key(c) for c in desired}
     deleted = 0
-    for kind in MANAGED_KINDS:
-        if (kind.api_version, kind.kind) in OPTIONAL_KINDS and not integrations.has(
-            (kind.api_version, kind.kind)
-        ):
+    for kind in kinds.APPLIED:
+        if not integrations.has(kind):
             continue
         for live in await client.list(kind, obj.namespace, {labels.OWNER_LABEL: obj.name}):
-            key = (kind.api_version, kind.kind, live["metadata"]["name"])
-            if key not in wanted and owned(live, uid):
+            if (kind.api_version, kind.kind, live["metadata"]["name"]) not in wanted and owned(
+                live, uid
+            ):
                 await client.delete(kind, obj.namespace, live["metadata"]["name"])
                 deleted += 1
     return deleted

@@ -1,4 +1,5 @@
-"""The RBAC manifest: valid, and granting every verb the operator's own calls use."""
+"""The RBAC manifest: valid, and granting every verb the operator's own calls use, for every kind
+in the one table of kinds (`adbm_operator.kinds`), and no more where it matters."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from adbm_operator import kube, reconcile
+from adbm_operator import kinds
 from tests.operator.validation import validate
 
 MANIFEST = Path(__file__).parents[2] / "deploy" / "operator-rbac.yaml"
@@ -33,16 +34,23 @@ def granted(group: str, resource: str) -> set[str]:
 
 
 def test_every_managed_kind_can_be_applied_watched_and_pruned() -> None:
-    for kind in reconcile.MANAGED_KINDS:
-        group = kind.api_version.rpartition("/")[0]
+    assert kinds.APPLIED, "the table lists the applied kinds"
+    for kind in kinds.APPLIED:
         assert {"get", "list", "watch", "create", "patch", "delete"} <= granted(
-            group, kind.plural
+            kind.group, kind.plural
         ), kind
 
 
-def test_secrets_are_read_only_and_status_is_writable() -> None:
-    assert granted("", "secrets") == {"get", "list", "watch"}
+def test_every_kind_in_the_table_gets_the_verbs_it_lists() -> None:
+    for kind in kinds.ALL:
+        assert kind.verbs <= granted(kind.group, kind.plural), kind
+
+
+def test_secrets_are_read_and_created_never_changed_and_status_is_writable() -> None:
+    # The operator creates its own cursor-signing Secret once and never updates or deletes a
+    # Secret (garbage collection removes its own with the BackendService).
+    assert granted("", "secrets") == {"get", "list", "watch", "create"} == kinds.SECRET.verbs
     assert "patch" in granted("adbm.io", "backendservices/status")
     assert "delete" not in granted("adbm.io", "backendservices")
-    bsvc = kube.KINDS[("adbm.io/v1alpha1", "BackendService")]
+    bsvc = kinds.BACKEND_SERVICE
     assert {"get", "list", "watch", "patch"} <= granted("adbm.io", bsvc.plural)

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adbm_operator import model, specs
-from adbm_operator.specs import labels, pod
+from adbm_operator.specs import cursor, labels, pod
 from tests.operator.strategies import backend_services
 from tests.operator.validation import CORE_API_VERSIONS, DNS_LABEL, K8S_VERSION, validate
 
@@ -34,7 +34,7 @@ RECOMMENDED_LABELS = (
 )
 AUTOSCALERS = ("HorizontalPodAutoscaler", "ScaledObject")
 # Settings the pods must read from Secrets, never from a rendered object.
-SECRET_ENV = ("ADBM_DATABASE_URL", "ADBM_REDIS_URL", "ADBM_AMQP_URL")
+SECRET_ENV = ("ADBM_DATABASE_URL", "ADBM_REDIS_URL", "ADBM_AMQP_URL", "ADBM_CURSOR_SECRET")
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -185,7 +185,7 @@ def check_autoscaler_ownership(children: list[dict[str, Any]]) -> None:
 def check_no_secret_values(obj: model.BackendService, children: list[dict[str, Any]]) -> None:
     assert not _of(children, "Secret"), "a Secret was rendered"
     spec = obj.spec
-    readable = {labels.db_app_secret_name(obj), spec.redis.secret_ref.name}
+    readable = {labels.db_app_secret_name(obj), spec.redis.secret_ref.name, cursor.name(obj)}
     if spec.queue is not None:
         readable.add(spec.queue.secret_ref.name)
     for cm in _of(children, "ConfigMap"):
@@ -198,7 +198,7 @@ def check_no_secret_values(obj: model.BackendService, children: list[dict[str, A
                     assert "value" not in env, f"{env['name']} is a literal value"
                     assert "secretKeyRef" in env["valueFrom"], env["name"]
                 ref = env.get("valueFrom", {}).get("secretKeyRef")
-                # Only the app role's Secret, Redis and RabbitMQ: never the admin Secret.
+                # The app role's, Redis, RabbitMQ and the cursor key: never the admin Secret.
                 if ref is not None:
                     assert ref["name"] in readable, f"pods read Secret {ref['name']!r}"
 
@@ -223,9 +223,28 @@ def check_expected_children(obj: model.BackendService, children: list[dict[str, 
     assert len(_of(children, "ConfigMap")) == (2 if collector else 1)
 
 
+def check_created_once(obj: model.BackendService, children: list[dict[str, Any]]) -> None:
+    """The objects created when absent: valid, labelled like every child, with no value in the
+    rendering (the operator generates it on creation) and saying so; the pods read exactly the
+    key the operator generates."""
+    once = specs.created_once(obj)
+    assert [(c["kind"], c["metadata"]["name"]) for c in once] == [("Secret", cursor.name(obj))]
+    check_names_labels_namespaces(obj, once)
+    for shape in once:
+        validate(shape)
+        assert "data" not in shape and "stringData" not in shape, "a generated value was rendered"
+        assert "generates" in shape["metadata"]["annotations"][cursor.GENERATED_ANNOTATION]
+    for deploy in _of(children, "Deployment"):
+        for container in deploy["spec"]["template"]["spec"]["containers"]:
+            env = {e["name"]: e for e in container.get("env", [])}
+            ref = env["ADBM_CURSOR_SECRET"]["valueFrom"]["secretKeyRef"]
+            assert ref == {"name": cursor.name(obj), "key": cursor.KEY}
+
+
 def check_all(obj: model.BackendService, children: list[dict[str, Any]]) -> None:
     for child in children:
         validate(child)
+    check_created_once(obj, children)
     check_names_labels_namespaces(obj, children)
     check_selectors(children)
     check_named_ports_and_references(children)

@@ -1,4 +1,5 @@
-"""Conditions from observations: Ready only when the current generation is rolled out."""
+"""Conditions from observations: Ready derived by its condition set, True only when the current
+generation is rolled out and every other dependent is True."""
 
 from __future__ import annotations
 
@@ -7,56 +8,11 @@ from typing import Any
 
 import pytest
 
-from adbm_operator import status
+from adbm_operator import observe, status
 from adbm_operator.model import ChildSummary, ConditionStatus
+from tests.operator.test_observe import deployment
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
-
-
-def deployment(
-    *,
-    replicas: int | None = 2,
-    generation: int = 3,
-    observed: int = 3,
-    updated: int = 2,
-    available: int = 2,
-    total: int | None = None,
-    deadline_exceeded: bool = False,
-) -> dict[str, Any]:
-    spec = {} if replicas is None else {"replicas": replicas}
-    st: dict[str, Any] = {
-        "observedGeneration": observed,
-        "updatedReplicas": updated,
-        "availableReplicas": available,
-        "replicas": updated if total is None else total,
-    }
-    if deadline_exceeded:
-        st["conditions"] = [
-            {"type": "Progressing", "reason": "ProgressDeadlineExceeded", "message": "stuck"}
-        ]
-    return {"metadata": {"generation": generation}, "spec": spec, "status": st}
-
-
-@pytest.mark.parametrize(
-    ("live", "done", "failed", "words"),
-    [
-        (deployment(), True, False, "rolled out"),
-        (None, False, False, "does not exist"),
-        (deployment(observed=2), False, False, "waiting"),
-        (deployment(updated=1), False, False, "1 of 2 replicas updated"),
-        (deployment(total=3), False, False, "1 old replicas pending"),
-        (deployment(available=1), False, False, "1 of 2 updated replicas available"),
-        (deployment(deadline_exceeded=True), False, True, "progress deadline"),
-        # An autoscaled Deployment has no `replicas` in our spec; Kubernetes defaults it to 1.
-        (deployment(replicas=None, updated=1, available=1), True, False, "rolled out"),
-    ],
-)
-def test_rollout_is_decided_as_kubectl_rollout_status_does(
-    live: dict[str, Any] | None, done: bool, failed: bool, words: str
-) -> None:
-    r = status.rollout(live, "shop-api")
-    assert (r.done, r.failed) == (done, failed)
-    assert words in r.message
 
 
 def child(state: str = "Applied", kind: str = "Deployment", message: str = "") -> ChildSummary:
@@ -65,14 +21,14 @@ def child(state: str = "Applied", kind: str = "Deployment", message: str = "") -
     )  # type: ignore[arg-type]
 
 
-def observe(**changes: Any) -> status.Observation:
+def observation(**changes: Any) -> status.Observation:
     values: dict[str, Any] = {
         "generation": 3,
         "paused": False,
         "children": [child()],
-        "api": status.rollout(deployment(), "shop-api"),
-        "monitoring": "Applied",
-        "telemetry_enabled": True,
+        "api": observe.rollout(deployment(), "shop-api"),
+        "monitoring": observe.Monitoring("Applied"),
+        "collector": observe.Collector(enabled=True, running=("shop-api",)),
     }
     values.update(changes)
     return status.Observation(**values)
@@ -83,7 +39,7 @@ def conditions(st: Any) -> dict[str, Any]:
 
 
 def test_ready_when_every_deployment_is_rolled_out() -> None:
-    st = status.compute(observe(), None, T0)
+    st = status.compute(observation(), None, T0)
     c = conditions(st)
     assert c["Ready"].status == ConditionStatus.TRUE
     assert c["Degraded"].status == ConditionStatus.FALSE
@@ -94,8 +50,8 @@ def test_ready_when_every_deployment_is_rolled_out() -> None:
 
 
 def test_not_ready_while_a_worker_rolls_out() -> None:
-    rolling = status.rollout(deployment(available=1), "shop-worker-orders")
-    c = conditions(status.compute(observe(workers=[rolling]), None, T0))
+    rolling = observe.rollout(deployment(available=1), "shop-worker-orders")
+    c = conditions(status.compute(observation(workers=[rolling]), None, T0))
     assert c["Ready"].status == ConditionStatus.FALSE
     assert c["Ready"].reason == "RollingOut"
     assert c["Progressing"].status == ConditionStatus.TRUE
@@ -104,7 +60,7 @@ def test_not_ready_while_a_worker_rolls_out() -> None:
 
 def test_failed_child_degrades_with_its_name_and_the_api_message() -> None:
     failed = child("Failed", "Service", 'Service "shop" is invalid: spec.ports[0].port')
-    c = conditions(status.compute(observe(children=[child(), failed]), None, T0))
+    c = conditions(status.compute(observation(children=[child(), failed]), None, T0))
     assert c["Degraded"].status == ConditionStatus.TRUE
     assert c["Degraded"].reason == "ApplyFailed"
     assert 'Service/shop-api: Service "shop" is invalid' in c["Degraded"].message
@@ -117,15 +73,15 @@ def test_failed_child_degrades_with_its_name_and_the_api_message() -> None:
         ({"missing_secrets": ["shop-redis"]}, "SecretNotFound"),
         ({"error": "503 Unavailable: API server unreachable"}, "ReconcileError"),
         (
-            {"api": status.rollout(deployment(deadline_exceeded=True), "shop-api")},
+            {"api": observe.rollout(deployment(deadline_exceeded=True), "shop-api")},
             "ProgressDeadlineExceeded",
         ),
-        ({"notes": ["KEDA is not installed"]}, "CRDNotInstalled"),
+        ({"unscaled": ["KEDA is not installed"]}, "CRDNotInstalled"),
         ({"error": "bad", "error_reason": "InvalidSpec"}, "InvalidSpec"),
     ],
 )
 def test_degraded_reasons(changes: dict[str, Any], reason: str) -> None:
-    c = conditions(status.compute(observe(**changes), None, T0))
+    c = conditions(status.compute(observation(**changes), None, T0))
     assert (c["Degraded"].status, c["Degraded"].reason) == (ConditionStatus.TRUE, reason)
     assert (c["Ready"].status, c["Ready"].reason) == (ConditionStatus.FALSE, reason)
 
@@ -136,45 +92,121 @@ def test_monitoring_condition_says_why() -> None:
         ("Disabled", (ConditionStatus.TRUE, "Disabled")),
         ("CRDNotInstalled", (ConditionStatus.FALSE, "CRDNotInstalled")),
         ("Failed", (ConditionStatus.FALSE, "ApplyFailed")),
+        ("Missing", (ConditionStatus.FALSE, "ServiceMonitorMissing")),
+        ("Unselected", (ConditionStatus.FALSE, "MetricsPortNotSelected")),
     ]:
-        c = conditions(status.compute(observe(monitoring=state), None, T0))
+        seen = observe.Monitoring(state)  # type: ignore[arg-type]
+        c = conditions(status.compute(observation(monitoring=seen), None, T0))
         assert (c["MonitoringReady"].status, c["MonitoringReady"].reason) == expected
+        # Informational: Prometheus not scraping does not make the service unready.
+        assert c["Ready"].status == ConditionStatus.TRUE
 
 
 def test_paused_says_so_and_is_not_progressing() -> None:
-    c = conditions(status.compute(observe(paused=True), None, T0))
+    c = conditions(status.compute(observation(paused=True), None, T0))
     assert (c["Paused"].status, c["Paused"].reason) == (ConditionStatus.TRUE, "Paused")
     assert c["Progressing"].reason == "Paused"
 
 
 def test_transition_time_moves_only_when_the_status_flips() -> None:
-    first = status.compute(observe(), None, T0)
+    first = status.compute(observation(), None, T0)
     later = T0 + timedelta(minutes=5)
-    same = status.compute(observe(), first, later)
+    same = status.compute(observation(), first, later)
     assert conditions(same)["Ready"].last_transition_time == T0
-    rolling = observe(api=status.rollout(deployment(available=1), "shop-api"))
+    rolling = observation(api=observe.rollout(deployment(available=1), "shop-api"))
     flipped = status.compute(rolling, first, later)
     assert conditions(flipped)["Ready"].last_transition_time == later
 
 
 def test_transitions_name_each_changed_condition_once() -> None:
-    first = status.compute(observe(), None, T0)
+    first = status.compute(observation(), None, T0)
     # A healthy new object announces nothing; one that needs attention says so at once.
     assert status.transitions(None, first) == []
-    worrying = status.compute(observe(monitoring="CRDNotInstalled"), None, T0)
+    worrying = status.compute(
+        observation(monitoring=observe.Monitoring("CRDNotInstalled")), None, T0
+    )
     assert [(t.type, t.warning) for t in status.transitions(None, worrying)] == [
         ("MonitoringReady", True)
     ]
-    assert status.transitions(first, status.compute(observe(), first, T0)) == []
-    broken = status.compute(observe(missing_secrets=["x"]), first, T0)
+    assert status.transitions(first, status.compute(observation(), first, T0)) == []
+    broken = status.compute(observation(missing_secrets=["x"]), first, T0)
     changed = {t.type: t for t in status.transitions(first, broken)}
     assert set(changed) == {"Ready", "Degraded"}
     assert changed["Degraded"].warning and changed["Ready"].warning
 
 
 def test_status_round_trips_through_its_patch() -> None:
-    st = status.compute(observe(), None, T0)
+    st = status.compute(observation(), None, T0)
     assert status.parse(status.as_patch(st)) == st
     assert status.as_patch(st)["api"]["availableReplicas"] == 2
     assert status.parse({"kopf": {"progress": {}}}) is not None
     assert status.parse(None) is None
+
+
+def test_ready_is_true_only_when_every_dependent_is_true() -> None:
+    c = conditions(status.compute(observation(), None, T0))
+    assert all(c[t].status == ConditionStatus.TRUE for t in status.READY_SET.dependents)
+    assert c["Ready"].status == ConditionStatus.TRUE
+
+
+@pytest.mark.parametrize(
+    ("changes", "dependent", "reason"),
+    [
+        ({"error": "boom"}, "ResourcesApplied", "ReconcileError"),
+        ({"children": [child("Failed", "Service", "no")]}, "ResourcesApplied", "ApplyFailed"),
+        ({"missing_secrets": ["shop-redis"]}, "SecretsReady", "SecretNotFound"),
+        ({"api": None}, "DeploymentsReady", "Pending"),
+        (
+            {"collector": observe.Collector(enabled=True, lacking=("shop-api",))},
+            "TelemetryReady",
+            "CollectorMissing",
+        ),
+        (
+            {"collector": observe.Collector(enabled=False, running=("shop-api",))},
+            "TelemetryReady",
+            "CollectorNotRemoved",
+        ),
+        ({"unscaled": ["KEDA is not installed"]}, "AutoscalingReady", "CRDNotInstalled"),
+    ],
+)
+def test_ready_carries_the_reason_and_message_of_the_dependent_that_is_not_true(
+    changes: dict[str, Any], dependent: str, reason: str
+) -> None:
+    c = conditions(status.compute(observation(**changes), None, T0))
+    assert (c[dependent].status, c[dependent].reason) == (ConditionStatus.FALSE, reason)
+    assert (c["Ready"].status, c["Ready"].reason) == (ConditionStatus.FALSE, reason)
+    assert c["Ready"].message == c[dependent].message
+
+
+def test_the_first_failing_dependent_in_declared_order_wins() -> None:
+    both = observation(missing_secrets=["shop-redis"], unscaled=["KEDA is not installed"])
+    c = conditions(status.compute(both, None, T0))
+    assert c["Ready"].reason == "SecretNotFound"
+    assert status.READY_SET.dependents.index("SecretsReady") < (
+        status.READY_SET.dependents.index("AutoscalingReady")
+    )
+    # Degraded names every problem, Ready only the first.
+    assert "KEDA" in c["Degraded"].message and "shop-redis" in c["Degraded"].message
+
+
+def test_telemetry_is_observed_not_taken_from_the_spec() -> None:
+    # The spec asks for the collector; the running Deployment has none: not ready.
+    lacking = observe.Collector(enabled=True, lacking=("shop-api",))
+    c = conditions(status.compute(observation(collector=lacking), None, T0))
+    assert c["TelemetryReady"].status == ConditionStatus.FALSE
+    assert "shop-api" in c["TelemetryReady"].message
+    disabled = observe.Collector(enabled=False, lacking=("shop-api",))
+    c = conditions(status.compute(observation(collector=disabled), None, T0))
+    assert (c["TelemetryReady"].status, c["TelemetryReady"].reason) == (
+        ConditionStatus.TRUE,
+        "Disabled",
+    )
+    # Nothing looked at (an invalid spec): unknown, not claimed.
+    c = conditions(status.compute(observation(collector=None), None, T0))
+    assert c["TelemetryReady"].status == ConditionStatus.UNKNOWN
+
+
+def test_dependents_post_no_events_of_their_own() -> None:
+    first = status.compute(observation(), None, T0)
+    broken = status.compute(observation(collector=observe.Collector(True, (), ("a",))), first, T0)
+    assert {t.type for t in status.transitions(first, broken)} == {"Ready", "Degraded"}

@@ -8,12 +8,10 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from adbm_operator import kube, model, reconcile, status
-from adbm_operator.cli import format_validation_error
+from adbm_operator import backoff, kube, model, reconcile, status
 from adbm_operator.handlers import registry, runtime
+from adbm_operator.problems import format_validation_error
 from adbm_operator.specs import pod
-
-BACKOFF_SECONDS = (1, 2, 5, 10, 30, 60)
 
 
 @kopf.index(model.GROUP, model.VERSION, model.PLURAL, registry=registry)
@@ -47,9 +45,9 @@ async def converge(body: kopf.Body, memo: Any, retry: int, logger: kopf.Logger, 
     except kube.ApiError as exc:
         if not exc.temporary:
             raise kopf.PermanentError(str(exc)) from exc
-        raise kopf.TemporaryError(str(exc), delay=_delay(retry)) from exc
+        raise kopf.TemporaryError(str(exc), delay=backoff.delay(retry)) from exc
     if outcome.temporary_error:
-        raise kopf.TemporaryError(outcome.temporary_error, delay=_delay(retry))
+        raise kopf.TemporaryError(outcome.temporary_error, delay=backoff.delay(retry))
 
 
 @kopf.on.event(model.GROUP, model.VERSION, model.PLURAL, registry=registry)
@@ -57,10 +55,6 @@ def forget(type: str, namespace: str | None, name: str, memo: Any, **_: Any) -> 
     """A deleted BackendService leaves nothing behind in the operator's memory."""
     if type == "DELETED" and namespace is not None:
         runtime.of(memo).forget(namespace, name)
-
-
-def _delay(retry: int) -> float:
-    return BACKOFF_SECONDS[min(retry, len(BACKOFF_SECONDS) - 1)]
 
 
 async def _invalid(

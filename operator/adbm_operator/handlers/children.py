@@ -11,7 +11,7 @@ from typing import Any
 
 import kopf
 
-from adbm_operator import kube, model, reconcile, status
+from adbm_operator import kinds, kube, model, observe, reconcile
 from adbm_operator.handlers import registry, runtime
 from adbm_operator.specs import labels
 
@@ -40,7 +40,7 @@ async def on_child_event(
     if not drifted:
         if body.get("kind") != "Deployment":
             return  # our own write coming back
-        if seen is not None and status.rollout(body, meta.get("name", "")) == seen:
+        if seen is not None and observe.rollout(body, meta.get("name", "")) == seen:
             return  # a status heartbeat: the rollout state we reported has not changed
     try:
         # A Deployment that only moved on with its rollout changes the status, nothing else.
@@ -65,8 +65,7 @@ async def on_child_event(
         runtime.retry_later(rt, namespace, owner)
 
 
-for _kind in reconcile.MANAGED_KINDS:
-    _group, _, _version = _kind.api_version.rpartition("/")
-    kopf.on.event(_group, _version, _kind.plural, labels=SELECTOR, registry=registry)(
+for _kind in kinds.APPLIED:
+    kopf.on.event(_kind.group, _kind.version, _kind.plural, labels=SELECTOR, registry=registry)(
         on_child_event
     )

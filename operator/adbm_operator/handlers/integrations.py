@@ -11,7 +11,7 @@ from typing import Any
 
 import kopf
 
-from adbm_operator import reconcile
+from adbm_operator import kinds
 from adbm_operator.handlers import registry, runtime
 
 
@@ -26,10 +26,10 @@ def served(body: kopf.Body, event_type: str | None) -> bool:
 
 
 @kopf.on.event(
-    "apiextensions.k8s.io",
-    "v1",
-    "customresourcedefinitions",
-    when=lambda name, **_: name in reconcile.CRD_NAMES,
+    kinds.CUSTOM_RESOURCE_DEFINITION.group,
+    kinds.CUSTOM_RESOURCE_DEFINITION.version,
+    kinds.CUSTOM_RESOURCE_DEFINITION.plural,
+    when=lambda name, **_: name in kinds.BY_CRD,
     registry=registry,
 )
 async def on_crd_event(
@@ -42,13 +42,13 @@ async def on_crd_event(
 ) -> None:
     by_name: kopf.Index[Any, bool] = kwargs["by_name"]
     rt = runtime.of(memo)
-    key = reconcile.CRD_NAMES[name]
+    kind = kinds.BY_CRD[name]
     now = served(body, event.get("type"))
-    if now == rt.integrations.has(key):
+    if now == rt.integrations.has(kind):
         return
     if now:
-        rt.integrations.installed.add(key)
+        rt.integrations.installed.add(kind)
     else:
-        rt.integrations.installed.discard(key)
-    logger.info(f"{key[1]} is {'now' if now else 'no longer'} served; reconciling all")
+        rt.integrations.installed.discard(kind)
+    logger.info(f"{kind.kind} is {'now' if now else 'no longer'} served; reconciling all")
     await runtime.converge_each(rt, sorted(by_name), f"{name} changed", logger)

@@ -11,12 +11,10 @@ from typing import Any, cast
 
 import kopf
 
-from adbm_operator import kube, model, reconcile, status
+from adbm_operator import backoff, kinds, kube, reconcile, status
 
 logger = logging.getLogger("adbm_operator")
 
-# Retries of triggers that have no retry of their own (child, Secret and CRD events).
-RETRY_DELAYS = (1.0, 5.0, 15.0, 60.0)
 MAX_CONCURRENT = 32
 
 
@@ -88,7 +86,7 @@ async def converge(
     client = await rt.api()
     key = (namespace, name)
     async with rt.lock(namespace, name), rt.slots:
-        fresh = await client.get(kube.KINDS[(model.API_VERSION, model.KIND)], namespace, name)
+        fresh = await client.get(kinds.BACKEND_SERVICE, namespace, name)
         if fresh is None or fresh["metadata"].get("deletionTimestamp"):
             raise LookupError(f"BackendService {namespace}/{name} is gone")
         if expect_uid is not None and fresh["metadata"].get("uid") != expect_uid:
@@ -142,9 +140,7 @@ async def publish(
     meta = body["metadata"]
     patch = status.as_patch(outcome.status)
     if _comparable(body.get("status")) != _comparable(patch):
-        await client.patch_status(
-            kube.KINDS[(model.API_VERSION, model.KIND)], meta["namespace"], meta["name"], patch
-        )
+        await client.patch_status(kinds.BACKEND_SERVICE, meta["namespace"], meta["name"], patch)
     for t in outcome.transitions:
         kopf.event(
             cast(kopf.Body, body),
@@ -161,19 +157,24 @@ def _comparable(raw: Any) -> dict[str, Any]:
 
 
 def retry_later(rt: Runtime, namespace: str, name: str, attempt: int = 0) -> None:
-    """Converge again after a delay: for triggers whose temporary failure nothing else retries."""
+    """Converge again after a delay: for triggers whose temporary failure nothing else retries
+    (child, Secret and CRD events). Retried with the backoff Kopf's own retries use while the
+    failure is temporary, until it succeeds or the object is gone; one pending retry per object."""
     key = (namespace, name)
-    if attempt >= len(RETRY_DELAYS) or (key in rt.retries and not rt.retries[key].done()):
+    if key in rt.retries and not rt.retries[key].done():
         return
 
     async def later() -> None:
-        await asyncio.sleep(RETRY_DELAYS[attempt])
+        await asyncio.sleep(backoff.delay(attempt))
         try:
             outcome = await converge(rt, namespace, name)
         except LookupError:
             return
         except kube.ApiError as exc:
             logger.warning(f"retry of {namespace}/{name} failed: {exc}")
+            if not exc.temporary:
+                rt.retries.pop(key, None)
+                return  # as a PermanentError stops Kopf's retries: the next event tries again
             outcome = None
         if outcome is None or outcome.temporary_error:
             rt.retries.pop(key, None)

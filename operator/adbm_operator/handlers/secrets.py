@@ -10,10 +10,11 @@ from typing import Any
 
 import kopf
 
+from adbm_operator import kinds
 from adbm_operator.handlers import registry, runtime
 
 
-@kopf.on.event("", "v1", "secrets", registry=registry)
+@kopf.on.event(kinds.SECRET.group, kinds.SECRET.version, kinds.SECRET.plural, registry=registry)
 async def on_secret_event(
     body: kopf.Body,
     memo: Any,

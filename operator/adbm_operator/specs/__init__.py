@@ -2,7 +2,8 @@
 
 Each builder takes the parsed BackendService and returns plain dicts; nothing here talks to the
 cluster. `render` composes them into the complete desired set, in the order the operator applies
-them, and `adbm-operator render` prints exactly that.
+them; `created_once` gives the objects the operator creates when absent and never updates (the
+cursor-signing Secret, whose value it generates then). `adbm-operator render` prints both.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 from adbm_operator.model import BackendService
 from adbm_operator.specs import (
     configmap,
+    cursor,
     deployment,
     networkpolicy,
     otel,
@@ -39,3 +41,9 @@ def render(
         servicemonitor.build(obj),
     ]
     return [child for child in children if child is not None]
+
+
+def created_once(obj: BackendService) -> list[dict[str, Any]]:
+    """What the operator creates when it is absent and then leaves to the user, without the
+    values it generates on creation."""
+    return [cursor.secret(obj)]

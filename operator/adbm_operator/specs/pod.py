@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from adbm_operator.model import BackendService, Resources, SecretKeyRef
-from adbm_operator.specs import configmap, labels, otel
+from adbm_operator.specs import configmap, cursor, labels, otel
 
 APP_CONTAINER = "app"
 RUN_AS_USER = 10001
@@ -51,13 +51,18 @@ def pod_security_context() -> dict[str, Any]:
 
 def referenced_secrets(obj: BackendService) -> list[SecretKeyRef]:
     """The Secrets the pods read, in a fixed order (the admin Secret is the operator's only)."""
-    refs = [
-        SecretKeyRef(name=labels.db_app_secret_name(obj), key="uri"),
-        obj.spec.redis.secret_ref,
+    return [ref for _, ref in _secret_settings(obj)]
+
+
+def _secret_settings(obj: BackendService) -> list[tuple[str, SecretKeyRef]]:
+    settings = [
+        ("ADBM_DATABASE_URL", SecretKeyRef(name=labels.db_app_secret_name(obj), key="uri")),
+        ("ADBM_REDIS_URL", obj.spec.redis.secret_ref),
+        ("ADBM_CURSOR_SECRET", cursor.ref(obj)),
     ]
     if obj.spec.queue is not None:
-        refs.append(obj.spec.queue.secret_ref)
-    return refs
+        settings.append(("ADBM_AMQP_URL", obj.spec.queue.secret_ref))
+    return settings
 
 
 def _secret_env(name: str, ref: SecretKeyRef) -> dict[str, Any]:
@@ -66,11 +71,8 @@ def _secret_env(name: str, ref: SecretKeyRef) -> dict[str, Any]:
 
 def app_env(obj: BackendService) -> list[dict[str, Any]]:
     """Secret-backed settings and the pod's identity; everything else comes from the ConfigMap."""
-    db, redis, *queue = referenced_secrets(obj)
     env = [
-        _secret_env("ADBM_DATABASE_URL", db),
-        _secret_env("ADBM_REDIS_URL", redis),
-        *(_secret_env("ADBM_AMQP_URL", ref) for ref in queue),
+        *(_secret_env(setting, ref) for setting, ref in _secret_settings(obj)),
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         {

@@ -1,0 +1,114 @@
+"""The one table of the Kubernetes kinds the operator touches, and what it does with each.
+
+The API client builds its URLs from it, the reconcile applies and prunes the kinds it marks as
+applied, the child watches follow the same kinds, the CRD watch learns from it which optional
+integration a CRD makes available, and the RBAC test checks the ClusterRole grants exactly what
+it lists. Adding a kind is one row here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from adbm_operator import model
+
+# Server-side apply needs create and patch; drift correction needs the watch; pruning, delete.
+APPLY_VERBS = frozenset({"get", "list", "watch", "create", "patch", "delete"})
+
+
+@dataclass(frozen=True)
+class Kind:
+    api_version: str
+    kind: str
+    plural: str
+    verbs: frozenset[str]
+    """Every verb the operator uses on this kind: what its ClusterRole must grant."""
+    namespaced: bool = True
+    applied: bool = False
+    """Server-side applied on every reconcile, watched for drift, pruned when not wanted."""
+    crd: str | None = None
+    """The CustomResourceDefinition that makes an optional kind exist; None for built-ins."""
+
+    @property
+    def group(self) -> str:
+        return self.api_version.rpartition("/")[0]
+
+    @property
+    def version(self) -> str:
+        return self.api_version.rpartition("/")[2]
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.api_version, self.kind)
+
+    def path(self, namespace: str | None, name: str | None = None) -> str:
+        base = f"/apis/{self.api_version}" if self.group else f"/api/{self.api_version}"
+        if self.namespaced:
+            base += f"/namespaces/{namespace}"
+        base += f"/{self.plural}"
+        return f"{base}/{name}" if name else base
+
+
+def _applied(api_version: str, kind: str, plural: str, crd: str | None = None) -> Kind:
+    return Kind(api_version, kind, plural, APPLY_VERBS, applied=True, crd=crd)
+
+
+SERVICE_MONITOR = _applied(
+    "monitoring.coreos.com/v1",
+    "ServiceMonitor",
+    "servicemonitors",
+    crd="servicemonitors.monitoring.coreos.com",
+)
+SCALED_OBJECT = _applied(
+    "keda.sh/v1alpha1", "ScaledObject", "scaledobjects", crd="scaledobjects.keda.sh"
+)
+TRIGGER_AUTHENTICATION = _applied(
+    "keda.sh/v1alpha1",
+    "TriggerAuthentication",
+    "triggerauthentications",
+    crd="triggerauthentications.keda.sh",
+)
+HORIZONTAL_POD_AUTOSCALER = _applied(
+    "autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"
+)
+NETWORK_POLICY = _applied("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies")
+POD_DISRUPTION_BUDGET = _applied("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets")
+DEPLOYMENT = _applied("apps/v1", "Deployment", "deployments")
+SERVICE = _applied("v1", "Service", "services")
+CONFIG_MAP = _applied("v1", "ConfigMap", "configmaps")
+# Read to roll the pods when one changes; the operator's own (the cursor-signing key) are
+# created once when absent and never updated, so a Secret a user replaced stays theirs.
+SECRET = Kind("v1", "Secret", "secrets", frozenset({"get", "list", "watch", "create"}))
+BACKEND_SERVICE = Kind(
+    model.API_VERSION, model.KIND, model.PLURAL, frozenset({"get", "list", "watch", "patch"})
+)
+CUSTOM_RESOURCE_DEFINITION = Kind(
+    "apiextensions.k8s.io/v1",
+    "CustomResourceDefinition",
+    "customresourcedefinitions",
+    frozenset({"get", "list", "watch"}),
+    namespaced=False,
+)
+
+# In the order children are pruned: dependents first.
+APPLIED = (
+    SERVICE_MONITOR,
+    SCALED_OBJECT,
+    TRIGGER_AUTHENTICATION,
+    HORIZONTAL_POD_AUTOSCALER,
+    NETWORK_POLICY,
+    POD_DISRUPTION_BUDGET,
+    DEPLOYMENT,
+    SERVICE,
+    CONFIG_MAP,
+)
+ALL = (*APPLIED, SECRET, BACKEND_SERVICE, CUSTOM_RESOURCE_DEFINITION)
+BY_KEY = {k.key: k for k in ALL}
+BY_CRD = {k.crd: k for k in ALL if k.crd is not None}
+
+
+def of(obj: Mapping[str, Any]) -> Kind:
+    """The kind of an object by its apiVersion and kind; KeyError for a kind not in the table."""
+    return BY_KEY[(obj["apiVersion"], obj["kind"])]
