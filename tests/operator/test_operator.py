@@ -9,9 +9,11 @@ Deployment status, as kube-controller-manager would.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import copy
 import json
+import re
 import socket
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -498,6 +500,125 @@ async def test_deleting_the_backend_service_collects_its_children(
     await call(operator, "DELETE", url("BackendService", "shop"))
     for child in expected_children(body):
         await until(lambda c=child: _gone(operator, c["kind"], c["metadata"]["name"]))
+
+
+def cursor_secret_changes(cluster: AdbmEmulator) -> list[str]:
+    """Every change the API server saw to the cursor-signing Secret, as watch event types."""
+    return [
+        c.type
+        for c in cluster.changelog
+        if c.object.get("kind") == "Secret" and c.object["metadata"]["name"] == "shop-cursor"
+    ]
+
+
+def env_of(deployment: dict[str, Any], name: str) -> dict[str, Any]:
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    found: dict[str, Any] = next(e for e in container["env"] if e["name"] == name)
+    return found
+
+
+async def test_cursor_secret_is_generated_once_owned_and_read_by_every_pod(
+    cluster: AdbmEmulator, kubeconfig: None
+) -> None:
+    await create_secrets(cluster)
+    async with running():
+        await create_and_roll_out(cluster, backend())
+        secret = await get(cluster, "Secret", "shop-cursor")
+        assert secret is not None
+        key = base64.b64decode(secret["data"]["secret"])
+        # 48 random bytes as URL-safe base64 text: 64 characters, far past the 32 bytes needed.
+        assert len(key) == 64 and re.fullmatch(rb"[A-Za-z0-9_-]+", key)
+        shop = await get(cluster, "BackendService", "shop")
+        assert shop is not None
+        (ref,) = secret["metadata"]["ownerReferences"]
+        assert (ref["kind"], ref["uid"], ref["controller"]) == (
+            "BackendService",
+            shop["metadata"]["uid"],
+            True,
+        )
+        for name in ("shop-api", "shop-worker-orders"):
+            live = await get(cluster, "Deployment", name)
+            assert live is not None
+            assert env_of(live, "ADBM_CURSOR_SECRET")["valueFrom"] == {
+                "secretKeyRef": {"name": "shop-cursor", "key": "secret"}
+            }
+        # A spec change reconciles again: the key stays.
+        await call(
+            cluster,
+            "PATCH",
+            url("BackendService", "shop"),
+            {"spec": {"rateLimit": {"requests": 7}}},
+        )
+        await condition_is(cluster, "Ready", "False", "RollingOut")
+    # A restart reconciles everything again: the key stays.
+    async with running():
+        await asyncio.sleep(1.0)
+    after = await get(cluster, "Secret", "shop-cursor")
+    assert after is not None and after["data"] == secret["data"]
+    assert after["metadata"]["resourceVersion"] == secret["metadata"]["resourceVersion"]
+    assert cursor_secret_changes(cluster) == ["ADDED"]
+
+
+async def test_a_cursor_secret_the_user_replaced_is_kept_and_rolls_the_pods(
+    operator: AdbmEmulator,
+) -> None:
+    await create_and_roll_out(operator, backend())
+    before = await get(operator, "Deployment", "shop-api")
+    assert before is not None
+    checksum = before["spec"]["template"]["metadata"]["annotations"]["checksum/secrets"]
+    theirs = base64.b64encode(b"a key the user chose, long enough to sign cursors").decode()
+    await call(operator, "PATCH", url("Secret", "shop-cursor"), {"data": {"secret": theirs}})
+
+    async def rolled(name: str) -> bool:
+        live = await get(operator, "Deployment", name)
+        annotations = (live or {})["spec"]["template"]["metadata"]["annotations"]
+        return bool(annotations["checksum/secrets"] != checksum)
+
+    await until(lambda: rolled("shop-api"))
+    await until(lambda: rolled("shop-worker-orders"))
+    await mark_available(operator, "shop-api")
+    await mark_available(operator, "shop-worker-orders")
+    await condition_is(operator, "Ready", "True")
+    live = await get(operator, "Secret", "shop-cursor")
+    assert live is not None and live["data"] == {"secret": theirs}
+    assert cursor_secret_changes(operator) == ["ADDED", "MODIFIED"]
+
+
+async def test_a_deleted_cursor_secret_is_created_anew(operator: AdbmEmulator) -> None:
+    await create_and_roll_out(operator, backend())
+    first = await get(operator, "Secret", "shop-cursor")
+    assert first is not None
+    await call(operator, "DELETE", url("Secret", "shop-cursor"))
+    again = await until(lambda: get(operator, "Secret", "shop-cursor"))
+    assert again["data"]["secret"] != first["data"]["secret"]
+    assert cursor_secret_changes(operator) == ["ADDED", "DELETED", "ADDED"]
+
+
+async def test_telemetry_and_monitoring_are_observed_on_the_live_objects(
+    operator: AdbmEmulator,
+) -> None:
+    await operator.install_crd(vendored_crd(SERVICE_MONITOR_CRD))
+    await create_and_roll_out(operator, backend())
+    await condition_is(operator, "TelemetryReady", "True", "CollectorSidecar")
+    await condition_is(operator, "MonitoringReady", "True", "ServiceMonitorApplied")
+    # Paused, nothing is corrected, so what the status says can only come from looking.
+    await call(operator, "PATCH", url("BackendService", "shop"), {"spec": {"paused": True}})
+    await condition_is(operator, "Paused", "True")
+    no_sidecar = {"spec": {"template": {"spec": {"initContainers": []}}}}
+    await call(operator, "PATCH", url("Deployment", "shop-api"), no_sidecar)
+    telemetry = await condition_is(operator, "TelemetryReady", "False", "CollectorMissing")
+    assert "shop-api" in telemetry["message"]
+    # Rolled out without the sidecar: the pods run, without telemetry.
+    await mark_available(operator, "shop-api")
+    ready = await condition_is(operator, "Ready", "False", "CollectorMissing")
+    assert ready["message"] == telemetry["message"]
+    wrong_port = {"spec": {"endpoints": [{"port": "http", "path": "/metrics"}]}}
+    await call(operator, "PATCH", url("ServiceMonitor", "shop-api"), wrong_port)
+    await condition_is(operator, "MonitoringReady", "False", "MetricsPortNotSelected")
+    # Unpaused, both are put back and observed so.
+    await call(operator, "PATCH", url("BackendService", "shop"), {"spec": {"paused": False}})
+    await condition_is(operator, "MonitoringReady", "True", "ServiceMonitorApplied")
+    await condition_is(operator, "TelemetryReady", "True", "CollectorSidecar")
 
 
 def metric(name: str, **labels: str) -> float:
