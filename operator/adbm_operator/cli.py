@@ -141,11 +141,17 @@ def _run(args: argparse.Namespace) -> str:
 
     if not args.all_namespaces and not args.namespace:
         raise InputError("say which namespaces to watch: --namespace NS (repeatable) or -A")
+    settings = lifecycle.settings()
+    try:
+        # Checked before Kopf starts: its own failure is a retried traceback every minute.
+        lifecycle.find_credentials(settings)
+    except lifecycle.NoCredentials as exc:
+        raise InputError(str(exc)) from exc
     telemetry.configure_logging(verbose=args.verbose)
     telemetry.serve_metrics(args.metrics_port)
     kopf.run(
         registry=registry,
-        settings=lifecycle.settings(),
+        settings=settings,
         memo=runtime.new_memo(),
         clusterwide=args.all_namespaces,
         namespaces=args.namespace or (),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -162,3 +163,38 @@ def test_docs_update_rewrites_only_the_generated_sections(tmp_path: Path) -> Non
     assert "kind: Deployment" in text
     readme.write_text("no markers\n")
     assert cli.main(["docs", "--update", str(readme)]) == 2
+
+
+@pytest.mark.parametrize(
+    ("kubeconfig", "says"),
+    [
+        (None, "no Kubernetes credentials"),
+        ("absent", "cannot read kubeconfig"),
+        ("current-context: elsewhere\n", "refers to 'elsewhere'"),
+        ("clusters: [\n", "not valid YAML"),
+        ("users: []\n", "Current context is not set"),
+    ],
+)
+def test_run_without_credentials_says_so_in_one_line(
+    kubeconfig: str | None, says: str, tmp_path: Path
+) -> None:
+    """Not in a cluster and no usable kubeconfig: one line, exit code 2, no traceback and no
+    Kopf hint about installing client libraries."""
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST")
+    }
+    env["HOME"] = str(tmp_path)  # so no ~/.kube/config
+    if kubeconfig is not None:
+        path = tmp_path / "kubeconfig"
+        if kubeconfig != "absent":
+            path.write_text(kubeconfig)
+        env["KUBECONFIG"] = str(path)
+    exe = Path(sys.executable).parent / "adbm-operator"
+    result = subprocess.run(
+        [str(exe), "run", "-A"], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: ") and says in line, line
+    assert "Traceback" not in result.stderr and "Consider installing" not in result.stderr
