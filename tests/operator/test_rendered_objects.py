@@ -22,7 +22,13 @@ from hypothesis import strategies as st
 from adbm_operator import model, specs
 from adbm_operator.specs import cursor, labels, pod
 from tests.operator.strategies import backend_services
-from tests.operator.validation import CORE_API_VERSIONS, DNS_LABEL, K8S_VERSION, validate
+from tests.operator.validation import (
+    CORE_API_VERSIONS,
+    DNS_LABEL,
+    K8S_VERSION,
+    MIN_K8S_VERSION,
+    validate,
+)
 
 EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.yaml"))
 RECOMMENDED_LABELS = (
@@ -232,6 +238,7 @@ def check_created_once(obj: model.BackendService, children: list[dict[str, Any]]
     check_names_labels_namespaces(obj, once)
     for shape in once:
         validate(shape)
+        validate(shape, MIN_K8S_VERSION)
         assert "data" not in shape and "stringData" not in shape, "a generated value was rendered"
         assert "generates" in shape["metadata"]["annotations"][cursor.GENERATED_ANNOTATION]
     for deploy in _of(children, "Deployment"):
@@ -244,6 +251,7 @@ def check_created_once(obj: model.BackendService, children: list[dict[str, Any]]
 def check_all(obj: model.BackendService, children: list[dict[str, Any]]) -> None:
     for child in children:
         validate(child)
+        validate(child, MIN_K8S_VERSION)
     check_created_once(obj, children)
     check_names_labels_namespaces(obj, children)
     check_selectors(children)
@@ -267,6 +275,7 @@ def test_examples_render_valid_objects(example: Path, with_versions: bool) -> No
         if child["apiVersion"] in CORE_API_VERSIONS:
             # The library's own entry point too, so the shared validator cannot drift from it.
             kubernetes_validate.validate(child, K8S_VERSION, strict=True)
+            kubernetes_validate.validate(child, MIN_K8S_VERSION, strict=True)
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)

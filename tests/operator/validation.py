@@ -1,7 +1,8 @@
 """Validate a rendered child object the way the API server would, without a cluster.
 
 Core kinds are checked against the strict JSON schemas that `kubernetes_validate` ships for
-`K8S_VERSION` (strict: unknown fields are errors, as with `kubectl apply --validate=strict`).
+`K8S_VERSION` (strict: unknown fields are errors, as with `kubectl apply --validate=strict`), or
+for another version given, such as `MIN_K8S_VERSION`, the oldest the README promises.
 ServiceMonitor, ScaledObject and TriggerAuthentication are checked against the openAPIV3Schema of
 the vendored CRDs in `data/`, made strict the same way: the API server prunes unknown fields of a
 structural schema silently, so a misspelt field would otherwise vanish without an error.
@@ -11,6 +12,7 @@ builder can get wrong: names and label syntax, list-map keys, selector/template 
 requests within limits, and the cross-field rules of prometheus-operator and KEDA.
 
     validate(obj)  # raises AssertionError naming the object, the field and the reason
+    validate(obj, MIN_K8S_VERSION)
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from referencing import Registry, Resource
 
 # The newest Kubernetes whose schemas kubernetes_validate ships.
 K8S_VERSION = "1.37.0"
-_SCHEMA_DIR = f"kubernetes-json-schema/v{K8S_VERSION}-local-strict"
+# The oldest the rendered objects need (see `tests/operator/test_kubernetes_version.py`).
+MIN_K8S_VERSION = "1.30.0"
 _OBJECT_META = "https://kubernetes.io/api/_definitions.json#/$defs/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
 
 DATA = Path(__file__).parent / "data"
@@ -120,29 +123,28 @@ _Validator = jsonschema.validators.extend(
 )
 
 
-def _core_file(name: str) -> dict[str, Any]:
-    path = resources.files("kubernetes_validate").joinpath(f"{_SCHEMA_DIR}/{name}")
+def _core_file(name: str, version: str) -> dict[str, Any]:
+    schemas = f"kubernetes-json-schema/v{version}-local-strict"
+    path = resources.files("kubernetes_validate").joinpath(f"{schemas}/{name}")
     loaded: dict[str, Any] = json.loads(path.read_text())
     return loaded
 
 
 @cache
-def _registry() -> Registry[Any]:
-    definitions = Resource.from_contents(_core_file("_definitions.json"))
+def _registry(version: str) -> Registry[Any]:
+    definitions = Resource.from_contents(_core_file("_definitions.json", version))
     return definitions @ Registry()
 
 
 @cache
-def _core_validator(api_version: str, kind: str) -> Validator:
+def _core_validator(api_version: str, kind: str, version: str) -> Validator:
     # kubernetes_validate's file naming: the group's first DNS label, then the version.
     group_version = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
     try:
-        schema = _core_file(f"{kind.lower()}-{group_version}.json")
+        schema = _core_file(f"{kind.lower()}-{group_version}.json", version)
     except FileNotFoundError:
-        raise AssertionError(
-            f"no Kubernetes {K8S_VERSION} schema for {api_version} {kind}"
-        ) from None
-    registry = Resource.from_contents(schema) @ _registry()
+        raise AssertionError(f"no Kubernetes {version} schema for {api_version} {kind}") from None
+    registry = Resource.from_contents(schema) @ _registry(version)
     return _Validator(schema, registry=registry)
 
 
@@ -176,20 +178,20 @@ def crd_schema(api_version: str, kind: str) -> dict[str, Any]:
 
 
 @cache
-def _crd_validator(api_version: str, kind: str) -> Validator:
+def _crd_validator(api_version: str, kind: str, version: str) -> Validator:
     schema = _strict(crd_schema(api_version, kind))
     # The CRD leaves metadata to the API server, which validates it as an ObjectMeta.
     schema["properties"]["metadata"] = {"$ref": _OBJECT_META}
-    return _Validator(schema, registry=_registry())
+    return _Validator(schema, registry=_registry(version))
 
 
-def _validator(obj: Mapping[str, Any]) -> Validator:
+def _validator(obj: Mapping[str, Any], version: str) -> Validator:
     api_version, kind = obj.get("apiVersion"), obj.get("kind")
     assert isinstance(api_version, str) and isinstance(kind, str), "apiVersion and kind required"
     if (api_version, kind) in CRD_FILES:
-        return _crd_validator(api_version, kind)
+        return _crd_validator(api_version, kind, version)
     assert api_version in CORE_API_VERSIONS, f"unexpected apiVersion {api_version} ({kind})"
-    return _core_validator(api_version, kind)
+    return _core_validator(api_version, kind, version)
 
 
 # --- quantities and durations ---------------------------------------------------------------
@@ -365,10 +367,11 @@ def _kind_problems(obj: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def validate(obj: Mapping[str, Any]) -> None:
-    """Raise AssertionError, saying what and where, unless the API server would accept `obj`."""
+def validate(obj: Mapping[str, Any], version: str = K8S_VERSION) -> None:
+    """Raise AssertionError, saying what and where, unless the API server of Kubernetes
+    `version` would accept `obj`."""
     label = f"{obj.get('kind')} {(obj.get('metadata') or {}).get('name')!r}"
-    errors = sorted(_validator(obj).iter_errors(obj), key=lambda e: list(e.absolute_path))
+    errors = sorted(_validator(obj, version).iter_errors(obj), key=lambda e: list(e.absolute_path))
     problems = [
         f"{'.'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}" for e in errors
     ]
@@ -376,4 +379,6 @@ def validate(obj: Mapping[str, Any]) -> None:
         problems = _metadata_problems(obj) + _selector_problems(obj) + _kind_problems(obj)
     if problems:
         details = "\n  ".join(problems)
-        raise AssertionError(f"{obj.get('apiVersion')} {label} is invalid:\n  {details}")
+        raise AssertionError(
+            f"{obj.get('apiVersion')} {label} is invalid for Kubernetes {version}:\n  {details}"
+        )
