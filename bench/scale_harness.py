@@ -1,0 +1,825 @@
+"""The harness of `bench/operator_scale.py`: the emulated cluster it serves, the Deployment
+controller it plays, the baseline client, and one run of the real operator CLI against them.
+
+See `bench/operator_scale.py` for what is measured and how to run it; the tables are written by
+`bench/scale_report.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import copy
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import types
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import attrs
+import kmock
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+# The script the baseline client runs as (its own process, so its CPU is not the emulator's).
+ENTRY = Path(__file__).with_name("operator_scale.py")
+if str(ROOT) not in sys.path:  # `tests.operator.emulator` lives in the repo, not in a package
+    sys.path.insert(0, str(ROOT))
+
+from adbm_operator import kinds, model, specs  # noqa: E402
+from adbm_operator.specs import labels, pod  # noqa: E402
+from tests.operator import emulator as emulator_module  # noqa: E402
+from tests.operator.emulator import (  # noqa: E402
+    AdbmEmulator,
+    Requirement,
+    key_of,
+    register_standard_resources,
+)
+
+
+def _fast_safe_load(text: str | bytes) -> Any:
+    """What `yaml.safe_load` returns, ~50x faster: apply bodies are JSON (the operator sends
+    JSON, as kubectl does), else libyaml. Pure-Python PyYAML costs the emulator ~15 ms per
+    Deployment apply, which would be counted against the operator."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return yaml.load(text, Loader=yaml.CSafeLoader)
+
+
+# Only the emulator's module sees this; it reads `yaml.safe_load` and `yaml.YAMLError`.
+setattr(  # noqa: B010 (a module attribute, not a typed one)
+    emulator_module, "yaml", types.SimpleNamespace(**{**vars(yaml), "safe_load": _fast_safe_load})
+)
+
+HOST = "127.0.0.1"
+BENCH_AGENT = "adbm-bench"
+BASELINE_AGENT = "adbm-bench-baseline"
+APPLY = "application/apply-patch+yaml"
+MERGE = "application/merge-patch+json"
+READS = ("get", "list", "watch")
+# A real controller-manager syncs a handful of Deployments at once (--concurrent-deployment-syncs).
+CONTROLLER_WORKERS = 16
+CREATE_CONCURRENCY = 32
+QUIET_SECONDS = 5.0
+BASELINE_CONCURRENCY = 64  # the operator's own client allows 64 connections
+
+
+def agent_of(headers: Mapping[str, str]) -> str:
+    ua = next((v for k, v in headers.items() if k.lower() == "user-agent"), "")
+    if ua.startswith("adbm-operator"):
+        return "operator"
+    if ua.startswith("kopf/"):
+        return "kopf"
+    if ua.startswith(BASELINE_AGENT):
+        return "baseline"
+    return "bench"
+
+
+def verb_of(request: kmock.Request) -> str:
+    method = str(request.method.value)
+    if request.resource is None:
+        return "discovery"
+    sub = f"/{request.subresource}" if request.subresource else ""
+    if method == "GET":
+        if request.name is not None:
+            return "get" + sub
+        return "watch" if request.params.get("watch") in ("true", "1") else "list"
+    if method == "PATCH":
+        ctype = next((v for k, v in request.headers.items() if k.lower() == "content-type"), "")
+        return ("apply" if ctype.split(";")[0].strip() == APPLY else "patch") + sub
+    return {"POST": "create", "PUT": "update", "DELETE": "delete"}.get(method, method) + sub
+
+
+@attrs.define(kw_only=True)
+class BenchEmulator(AdbmEmulator):
+    """The test emulator, counting requests by sender, with GET and LIST served from indexes.
+
+    The indexes change no answer, only the cost: kmock 0.8 serves a GET by name by scanning every
+    stored object of every kind, and `AdbmEmulator._current` does the same for each LIST, so with
+    N BackendServices (about 12 N objects) every read costs O(N) and the operator's reads add up
+    to O(N²) emulator time that says nothing about the operator. A real API server serves both
+    from its watch cache by resource and namespace; so do these indexes.
+    """
+
+    by_agent: collections.Counter[tuple[str, str]] = attrs.field(
+        factory=collections.Counter, init=False
+    )
+    # (resource, namespace) -> keys of every object ever stored there (deleted ones are skipped).
+    _index: dict[tuple[str, str | None], dict[Any, None]] = attrs.field(factory=dict, init=False)
+    _indexed: int = attrs.field(default=0, init=False)
+    # Plurals Kopf has opened a watch on, and every watch opened: (time, plural, query).
+    watched: set[str] = attrs.field(factory=set, init=False)
+    watch_log: list[tuple[float, str, str]] = attrs.field(factory=list, init=False)
+
+    async def _handle(self, request: kmock.Request) -> Any:
+        # kmock 0.8 picks the reaction for a request by checking `request in view` for each
+        # reaction, which walks every request received so far: O(R) per request, O(R²) per run
+        # (with a few thousand requests, ~100 ms each). Nothing here reads kmock's request log,
+        # so it is kept to the request being served (already appended by kmock; no await
+        # happens between that append and the reaction lookup, so in-flight requests are safe).
+        del self._requests[:-1]
+        for payload in self._payloads:
+            del payload._requests[:]
+        agent, verb = agent_of(request.headers), verb_of(request)
+        self.by_agent[agent, verb] += 1
+        if (agent, verb) == ("kopf", "watch") and request.resource is not None:
+            self.watched.add(str(request.resource.plural))
+            query = "&".join(f"{k}={v}" for k, v in sorted(request.params.items()))
+            self.watch_log.append((time.perf_counter(), str(request.resource.plural), query))
+        return await super()._handle(request)
+
+    def _current(self, request: kmock.Request, selector: list[Requirement]) -> list[dict[str, Any]]:
+        # Catch up with the change log (append-only), then look only where the request looks.
+        for change in self.changelog[self._indexed :]:
+            meta = change.object.get("metadata", {})
+            key = (change.resource, meta.get("namespace"), meta.get("name"))
+            self._index.setdefault((str(change.resource), key[1]), {})[key] = None
+        self._indexed = len(self.changelog)
+        if request.namespace is not None:
+            buckets = [self._index.get((str(request.resource), request.namespace), {})]
+        else:
+            buckets = [v for (r, _), v in self._index.items() if r == str(request.resource)]
+        found = []
+        for bucket in buckets:
+            for key in bucket:
+                obj = self.objects[key]
+                if not obj.deleted and self._visible(request, selector, obj.raw):
+                    found.append(obj.raw)
+        return found
+
+    async def _serve_fetch(self, request: kmock.Request) -> Any:
+        # The object's key is what the emulator stores it under: resource, namespace (None for
+        # cluster-scoped kinds), name.
+        key = key_of(request)
+        async with self._cond:
+            try:
+                obj = self.objects[key]
+            except KeyError:
+                raise kmock.KubernetesObjectNotFoundError() from None
+        if obj.deleted:
+            raise kmock.KubernetesObjectNotFoundError()
+        return obj.raw
+
+
+@dataclass
+class Counts:
+    """Requests by (sender, verb), and the parts of them this report cares about."""
+
+    raw: dict[tuple[str, str], int]
+
+    def of(self, agents: Iterable[str], verbs: Iterable[str] | None = None) -> int:
+        agents, wanted = set(agents), None if verbs is None else set(verbs)
+        return sum(
+            n
+            for (a, v), n in self.raw.items()
+            if a in agents and (wanted is None or v.split("/")[0] in wanted)
+        )
+
+    def reads(self, *agents: str) -> int:
+        return self.of(agents, READS)
+
+    def writes(self, *agents: str) -> int:
+        return self.of(agents) - self.reads(*agents) - self.of(agents, ["discovery"])
+
+    def minus(self, earlier: Counts) -> Counts:
+        keys = set(self.raw) | set(earlier.raw)
+        return Counts({k: self.raw.get(k, 0) - earlier.raw.get(k, 0) for k in keys})
+
+
+def snapshot(emulator: BenchEmulator) -> Counts:
+    return Counts(dict(emulator.by_agent))
+
+
+# ---------------------------------------------------------------------------------------------
+# What is created
+
+
+def backend_body(namespace: str, name: str) -> dict[str, Any]:
+    """examples/minimal.yaml plus one worker group, renamed; every Secret is its own."""
+    body: dict[str, Any] = yaml.safe_load((ROOT / "examples" / "minimal.yaml").read_text())
+    body["metadata"] = {"name": name, "namespace": namespace}
+    body["spec"]["database"]["name"] = name.replace("-", "_")
+    body["spec"]["database"]["adminSecretRef"]["name"] = f"{name}-db-superuser"
+    body["spec"]["redis"]["secretRef"]["name"] = f"{name}-redis"
+    body["spec"]["queue"] = {
+        "secretRef": {"name": f"{name}-rabbitmq"},
+        "workers": [{"name": "orders", "queues": ["orders.place"], "replicas": 1}],
+    }
+    return body
+
+
+def bodies(n: int, namespaces: int) -> list[dict[str, Any]]:
+    return [backend_body(f"bench-{i % namespaces}", f"svc-{i:05d}") for i in range(n)]
+
+
+def secret_names(body: dict[str, Any]) -> list[str]:
+    """The Secrets the user provides: those the pods read, less those the operator creates."""
+    obj = model.parse(body)
+    generated = {c["metadata"]["name"] for c in specs.created_once(obj) if c["kind"] == "Secret"}
+    return [ref.name for ref in pod.referenced_secrets(obj) if ref.name not in generated]
+
+
+def applied_children(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """What the operator applies for `body` here: all it renders but the kinds that exist only
+    with a CRD (this benchmark serves none)."""
+    return [c for c in specs.render(model.parse(body)) if kinds.of(c).crd is None]
+
+
+def path_of(api_version: str, plural: str, namespace: str | None, name: str | None = None) -> str:
+    prefix = "/api" if "/" not in api_version else "/apis"
+    path = f"{prefix}/{api_version}"
+    if namespace is not None:
+        path += f"/namespaces/{namespace}"
+    path += f"/{plural}"
+    return f"{path}/{name}" if name else path
+
+
+def child_path(child: Mapping[str, Any]) -> str:
+    meta = child["metadata"]
+    return kinds.of(child).path(meta["namespace"], meta["name"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The emulated cluster
+
+
+@contextlib.asynccontextmanager
+async def cluster() -> AsyncIterator[tuple[BenchEmulator, kmock.Server]]:
+    """A fresh emulator served on 127.0.0.1 (a random port), as kmock's pytest fixture does."""
+    async with BenchEmulator() as emulator, kmock.Server(emulator, host=HOST) as server:
+        register_standard_resources(emulator)
+        yield emulator, server
+
+
+async def call(
+    session: aiohttp.ClientSession,
+    base: str,
+    method: str,
+    path: str,
+    body: Any = None,
+    content_type: str = "application/json",
+    params: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    async with session.request(
+        method,
+        base + path,
+        data=None if body is None else json.dumps(body),
+        headers={"Content-Type": content_type},
+        params=params,
+    ) as response:
+        text = await response.text()
+        if response.status >= 400:
+            raise RuntimeError(f"{method} {path}: {response.status} {text[:300]}")
+        result: dict[str, Any] = json.loads(text) if text else {}
+        return result
+
+
+async def bounded(concurrency: int, jobs: Iterable[Any]) -> None:
+    """Run coroutines with at most `concurrency` in flight; the first failure is raised."""
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one(job: Any) -> None:
+        async with semaphore:
+            await job
+
+    await asyncio.gather(*(one(job) for job in jobs))
+
+
+def session_for(concurrency: int, agent: str) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=concurrency),
+        headers={"User-Agent": agent},
+        timeout=aiohttp.ClientTimeout(total=60),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Baseline: the same applies, straight from a client process
+
+
+async def baseline_client(url: str, objects_file: Path, concurrency: int) -> dict[str, float]:
+    """Runs in its own process (like the operator): apply every object, GET each, then one
+    labelled LIST per BackendService, each phase at `concurrency` requests in flight."""
+    objects: list[dict[str, Any]] = json.loads(objects_file.read_text())
+    owners = sorted(
+        {(o["metadata"]["namespace"], o["metadata"]["labels"][labels.OWNER_LABEL]) for o in objects}
+    )
+    result: dict[str, float] = {}
+    async with session_for(concurrency, BASELINE_AGENT) as session:
+        params = {"fieldManager": "adbm-bench", "force": "true"}
+        phases: list[tuple[str, int, Any]] = [
+            (
+                "apply",
+                len(objects),
+                lambda: (
+                    call(session, url, "PATCH", child_path(o), o, APPLY, params) for o in objects
+                ),
+            ),
+            (
+                "get",
+                len(objects),
+                lambda: (call(session, url, "GET", child_path(o)) for o in objects),
+            ),
+            (
+                "list",
+                len(owners),
+                lambda: (
+                    call(
+                        session,
+                        url,
+                        "GET",
+                        path_of("apps/v1", "deployments", ns),
+                        params={"labelSelector": f"{labels.OWNER_LABEL}={owner}"},
+                    )
+                    for ns, owner in owners
+                ),
+            ),
+        ]
+        for name, count, jobs in phases:
+            started = time.perf_counter()
+            await bounded(concurrency, jobs())
+            result[f"{name}_per_s"] = count / (time.perf_counter() - started)
+    return result
+
+
+async def run_baseline(sizes_bodies: list[dict[str, Any]], workdir: Path) -> dict[str, float]:
+    objects = []
+    for body in sizes_bodies:
+        for child in applied_children(body):
+            child = copy.deepcopy(child)
+            # No owner exists in this cluster; nothing here garbage-collects, so none is needed.
+            child["metadata"].pop("ownerReferences", None)
+            objects.append(child)
+    objects_file = workdir / "baseline-objects.json"
+    objects_file.write_text(json.dumps(objects))
+    async with cluster() as (emulator, server):
+        base = str(server.url).rstrip("/")
+        cpu_before = time.process_time()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(ENTRY),
+            "--baseline-client",
+            base,
+            str(objects_file),
+            str(BASELINE_CONCURRENCY),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        try:
+            async with asyncio.timeout(900):
+                out, _ = await proc.communicate()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        if proc.returncode != 0:
+            raise RuntimeError(f"the baseline client failed ({proc.returncode})")
+        rates: dict[str, float] = json.loads(out)
+        rates["server_cpu_s"] = time.process_time() - cpu_before
+        rates["requests"] = float(snapshot(emulator).of(["baseline"]))
+        rates["applies"] = float(len(objects))
+    return rates
+
+
+# ---------------------------------------------------------------------------------------------
+# The operator run
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def write_kubeconfig(path: Path, server: str) -> None:
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "emulator", "cluster": {"server": server}}],
+                "users": [{"name": "bench", "user": {"token": "bench"}}],
+                "contexts": [
+                    {"name": "emulator", "context": {"cluster": "emulator", "user": "bench"}}
+                ],
+                "current-context": "emulator",
+            }
+        )
+    )
+
+
+def operator_command(metrics_port: int, liveness_port: int, profile: Path | None) -> list[str]:
+    script = Path(sys.executable).parent / "adbm-operator"
+    head = [str(script)] if script.exists() else [sys.executable, "-m", "adbm_operator.cli"]
+    if profile is not None:  # the same CLI under cProfile; the stats are written when it stops
+        head = [sys.executable, "-m", "cProfile", "-o", str(profile), str(script)]
+    return [
+        *head,
+        "run",
+        "-A",
+        "--metrics-port",
+        str(metrics_port),
+        "--liveness-port",
+        str(liveness_port),
+    ]
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    """VmHWM / VmRSS in kB, and CPU seconds (utime + stime), of a live process."""
+    found: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmHWM", "VmRSS"):
+                found[key] = int(value.split()[0])
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        found["cpu_ms"] = (int(fields[11]) + int(fields[12])) * 1000 // ticks
+    return found
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Sum every sample of each adbm_operator_* metric over its labels."""
+    sums: dict[str, float] = collections.defaultdict(float)
+    for line in text.splitlines():
+        match = re.match(r"(adbm_operator_[a-z_]+)(\{[^}]*\})?\s+(\S+)$", line)
+        if match:
+            name = match[1]
+            if match[2] and 'result="error"' in match[2]:
+                name += ":error"
+            sums[name] += float(match[3])
+    return dict(sums)
+
+
+@dataclass
+class Controller:
+    """Plays the Deployment controller and watches readiness, from the emulator's change log
+    (in-process: the same events a watch would stream, without HTTP cost to the emulator)."""
+
+    emulator: BenchEmulator
+    session: aiohttp.ClientSession
+    base: str
+    expected: set[tuple[str, str]]
+    rollout_seconds: float = 0.0
+    ready_at: dict[tuple[str, str], float] = field(default_factory=dict)
+    marked: dict[tuple[str, str], int] = field(default_factory=dict)
+    status_writes: int = 0
+    errors: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+    _queue: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
+
+    async def run(self) -> None:
+        workers = [asyncio.create_task(self._worker()) for _ in range(CONTROLLER_WORKERS)]
+        position = 0
+        try:
+            while True:
+                log = self.emulator.changelog
+                batch, position = log[position:], len(log)
+                for change in batch:
+                    self._see(str(change.resource.plural), change.type, change.object)
+                await asyncio.sleep(0.02)
+        finally:
+            for worker in workers:
+                worker.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+
+    def _see(self, plural: str, type_: str, obj: dict[str, Any]) -> None:
+        meta = obj["metadata"]
+        key = (meta.get("namespace", ""), meta["name"])
+        if type_ == "DELETED":
+            return
+        if plural == "deployments":
+            generation = int(meta.get("generation", 0))
+            observed = int((obj.get("status") or {}).get("observedGeneration", 0))
+            if observed < generation and self.marked.get(key) != generation:
+                self.marked[key] = generation
+                if self.rollout_seconds:  # pods take a while to become available
+                    loop = asyncio.get_running_loop()
+                    loop.call_later(self.rollout_seconds, self._queue.put_nowait, obj)
+                else:
+                    self._queue.put_nowait(obj)
+        elif plural == "backendservices" and key in self.expected and key not in self.ready_at:
+            conditions = (obj.get("status") or {}).get("conditions") or []
+            if any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
+                self.ready_at[key] = time.perf_counter() - self.started
+
+    async def _worker(self) -> None:
+        while True:
+            obj = await self._queue.get()
+            meta = obj["metadata"]
+            replicas = (obj.get("spec") or {}).get("replicas", 1)
+            status = {
+                "observedGeneration": meta["generation"],
+                "replicas": replicas,
+                "updatedReplicas": replicas,
+                "readyReplicas": replicas,
+                "availableReplicas": replicas,
+                "conditions": [{"type": "Available", "status": "True"}],
+            }
+            path = path_of("apps/v1", "deployments", meta["namespace"], meta["name"]) + "/status"
+            try:
+                await call(self.session, self.base, "PATCH", path, {"status": status}, MERGE)
+                self.status_writes += 1
+            except (RuntimeError, aiohttp.ClientError, TimeoutError) as exc:
+                self.errors.append(f"{meta['namespace']}/{meta['name']}: {exc!r}")
+
+
+@dataclass
+class Result:
+    n: int
+    ready_s: float | None = None
+    ready_count: int = 0
+    create_s: float = 0.0
+    first_ready_s: float | None = None
+    p50_ready_s: float | None = None
+    startup_s: float = 0.0
+    run: Counts = field(default_factory=lambda: Counts({}))
+    settle: Counts = field(default_factory=lambda: Counts({}))
+    quiet_s: float | None = None
+    # Watches Kopf opened after start-up (a reconnect replays or resumes a stream).
+    rewatches: list[tuple[float, str, str]] = field(default_factory=list)
+    settle_s: float = 0.0
+    idle: Counts = field(default_factory=lambda: Counts({}))
+    idle_s: float = 0.0
+    hwm_kb: int = 0
+    rss_kb: int = 0
+    operator_cpu_s: float = 0.0
+    emulator_cpu_s: float = 0.0
+    metrics: dict[str, float] = field(default_factory=dict)
+    baseline: dict[str, float] = field(default_factory=dict)
+    log_errors: int = 0
+    log_warnings: int = 0
+    log_top: list[tuple[str, int]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> Counts:
+        """Every request from the first create until the operator went quiet."""
+        keys = set(self.run.raw) | set(self.settle.raw)
+        return Counts({k: self.run.raw.get(k, 0) + self.settle.raw.get(k, 0) for k in keys})
+
+    @property
+    def idle_writes_per_min(self) -> float:
+        return self.idle.writes("operator", "kopf") * 60 / self.idle_s if self.idle_s else 0.0
+
+
+async def wait_for(check: Any, timeout: float, what: str, proc: subprocess.Popen[bytes]) -> None:
+    async with asyncio.timeout(timeout):
+        while not await check():
+            if proc.poll() is not None:
+                raise RuntimeError(f"the operator exited ({proc.returncode}) while {what}")
+            await asyncio.sleep(0.1)
+
+
+async def run_operator(args: argparse.Namespace, n: int, workdir: Path, result: Result) -> None:
+    all_bodies = bodies(n, args.namespaces)
+    async with cluster() as (emulator, server), session_for(CONTROLLER_WORKERS, BENCH_AGENT) as s:
+        base = str(server.url).rstrip("/")
+        # No Namespace objects: kmock's router cannot POST /api/v1/namespaces, and neither the
+        # emulator nor a cluster-wide Kopf needs them.
+        secrets = {
+            (b["metadata"]["namespace"], name) for b in all_bodies for name in secret_names(b)
+        }
+        await bounded(
+            CREATE_CONCURRENCY,
+            (
+                call(
+                    s,
+                    base,
+                    "POST",
+                    path_of("v1", "secrets", ns),
+                    {"metadata": {"name": name}, "data": {"uri": "eA=="}},
+                )
+                for ns, name in sorted(secrets)
+            ),
+        )
+        kubeconfig = workdir / f"kubeconfig-{n}"
+        write_kubeconfig(kubeconfig, base)
+        metrics_port, liveness_port = free_port(), free_port()
+        log_path = workdir / f"operator-{n}.log"
+        env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+        for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+            env.pop(var, None)  # everything here is on 127.0.0.1
+        started = time.perf_counter()
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                operator_command(
+                    metrics_port,
+                    liveness_port,
+                    args.operator_profile and workdir / f"operator-{n}.prof",
+                ),
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=workdir,
+                start_new_session=True,  # its own process group: stopped as a whole below
+            )
+        try:
+            await drive(args, n, all_bodies, emulator, s, base, proc, metrics_port, result)
+            result.startup_s = result.startup_s or time.perf_counter() - started
+        finally:
+            status = proc_status(proc.pid) if proc.poll() is None else {}
+            result.hwm_kb = status.get("VmHWM", 0)
+            result.rss_kb = status.get("VmRSS", 0)
+            stop(proc)
+            read_log(log_path, result)
+
+
+def read_log(path: Path, result: Result) -> None:
+    """Count the operator's errors and warnings (JSON lines), and name the commonest."""
+    messages: collections.Counter[str] = collections.Counter()
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            # Not a log record: output from a crash, say.
+            result.log_errors += "Traceback" in line
+            continue
+        severity = record.get("severity", "") if isinstance(record, dict) else ""
+        if severity in ("error", "critical"):
+            result.log_errors += 1
+        elif severity in ("warn", "warning"):
+            result.log_warnings += 1
+        else:
+            continue
+        # The same message about different objects counts as one kind.
+        text = re.sub(r"svc-\d+|bench-\d+", "*", str(record.get("message", "")))
+        messages[f"{severity}: {text[:160]}"] += 1
+    result.log_top = messages.most_common(4)
+
+
+async def explain_not_ready(
+    emulator: BenchEmulator, controller: Controller, result: Result
+) -> None:
+    """Whether the operator is still at work, and what the objects not Ready say about it."""
+    before = snapshot(emulator)
+    await asyncio.sleep(QUIET_SECONDS * 2)
+    busy = snapshot(emulator).minus(before).of(["operator", "kopf"])
+    result.problems.append(
+        f"operator and Kopf requests in the last {QUIET_SECONDS * 2:.0f} s: {busy}"
+    )
+    reasons: collections.Counter[str] = collections.Counter()
+    for key in sorted(controller.expected - set(controller.ready_at)):
+        live = emulator.objects["adbm.io/v1alpha1/backendservices", key[0], key[1]]
+        conditions = (live.get("status") or {}).get("conditions") or []
+        ready: dict[str, Any] = next((c for c in conditions if c.get("type") == "Ready"), {})
+        message = re.sub(r"svc-\d+", "*", str(ready.get("message", "")))
+        # Did this benchmark's Deployment controller do its part? Then the operator missed it.
+        available = all(
+            int((d.get("status") or {}).get("observedGeneration", 0))
+            == int(d["metadata"].get("generation", 0))
+            for (res, ns, _), d in emulator.objects.items()
+            if res.plural == "deployments" and ns == key[0] and not d.deleted
+            if d["metadata"].get("labels", {}).get(labels.OWNER_LABEL) == key[1]
+        )
+        reasons[
+            f"Ready={ready.get('status')} {ready.get('reason')}: {message[:120]}"
+            f" (its Deployments {'are' if available else 'are NOT'} all available)"
+        ] += 1
+    for reason, count in reasons.most_common(4):
+        result.problems.append(f"not Ready: {count} x {reason}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (Kopf stops gracefully), then SIGKILL; only this process group, which we made."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=15)
+
+
+async def drive(
+    args: argparse.Namespace,
+    n: int,
+    all_bodies: list[dict[str, Any]],
+    emulator: BenchEmulator,
+    session: aiohttp.ClientSession,
+    base: str,
+    proc: subprocess.Popen[bytes],
+    metrics_port: int,
+    result: Result,
+) -> None:
+    started = time.perf_counter()
+
+    async def watching() -> bool:
+        # Kopf has opened its watches on BackendServices and Deployments: events are seen.
+        return {"backendservices", "deployments"} <= emulator.watched
+
+    async def healthy() -> bool:
+        try:
+            async with (
+                aiohttp.ClientSession() as probe,
+                probe.get(f"http://{HOST}:{metrics_port}/metrics") as response,
+            ):
+                return response.status == 200 and await watching()
+        except aiohttp.ClientError:
+            return False
+
+    await wait_for(healthy, 120, "starting", proc)
+    await asyncio.sleep(1.0)  # the rest of Kopf's watches open within milliseconds
+    result.startup_s = time.perf_counter() - started
+    at_start, watches_at_start = snapshot(emulator), len(emulator.watch_log)
+    cpu_start = time.process_time()
+    operator_cpu_start = proc_status(proc.pid).get("cpu_ms", 0) / 1000
+
+    expected = {(b["metadata"]["namespace"], b["metadata"]["name"]) for b in all_bodies}
+    controller = Controller(emulator, session, base, expected, args.rollout_seconds)
+    controller_task = asyncio.create_task(controller.run())
+    try:
+        await bounded(
+            CREATE_CONCURRENCY,
+            (
+                call(
+                    session,
+                    base,
+                    "POST",
+                    path_of(model.API_VERSION, model.PLURAL, b["metadata"]["namespace"]),
+                    b,
+                )
+                for b in all_bodies
+            ),
+        )
+        result.create_s = time.perf_counter() - controller.started
+        progress_at, last_count = time.perf_counter(), 0
+        deadline = controller.started + args.ready_timeout
+        while len(controller.ready_at) < n and time.perf_counter() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the operator exited ({proc.returncode}) before all Ready")
+            if len(controller.ready_at) != last_count:
+                last_count, progress_at = len(controller.ready_at), time.perf_counter()
+            if time.perf_counter() - progress_at > 30:
+                print(f"  N={n}: {last_count}/{n} Ready, none new for 30 s", file=sys.stderr)
+                progress_at = time.perf_counter()
+            await asyncio.sleep(0.1)
+        times = sorted(controller.ready_at.values())
+        result.ready_count = len(times)
+        if times:
+            result.first_ready_s = times[0]
+            result.p50_ready_s = times[len(times) // 2]
+        if len(times) < n:
+            result.problems.append(f"only {len(times)} of {n} Ready after {args.ready_timeout} s")
+            result.run = snapshot(emulator).minus(at_start)
+            await explain_not_ready(emulator, controller, result)
+            return
+        result.ready_s = times[-1]
+        result.run = snapshot(emulator).minus(at_start)
+
+        # Ready comes first: the first reconcile already sees the Deployments available (this
+        # controller is quick), so the Deployment events are handled after it, and Kopf's Events
+        # trail too. Converged means: no operator or Kopf request at all for QUIET_SECONDS.
+        settle_start = last_change = time.perf_counter()
+        last = snapshot(emulator).of(["operator", "kopf"])
+        while time.perf_counter() - last_change < QUIET_SECONDS:
+            if time.perf_counter() - settle_start > args.settle_timeout:
+                result.problems.append(f"still busy {args.settle_timeout} s after all Ready")
+                break
+            await asyncio.sleep(0.1)
+            now = snapshot(emulator).of(["operator", "kopf"])
+            if now != last:
+                last, last_change = now, time.perf_counter()
+        result.quiet_s = last_change - controller.started
+        result.settle = snapshot(emulator).minus(at_start).minus(result.run)
+        result.settle_s = time.perf_counter() - settle_start
+        result.rewatches = [
+            (t - controller.started, plural, query)
+            for t, plural, query in emulator.watch_log[watches_at_start:]
+        ]
+        result.emulator_cpu_s = time.process_time() - cpu_start
+        result.operator_cpu_s = proc_status(proc.pid).get("cpu_ms", 0) / 1000 - operator_cpu_start
+
+        before_idle, idle_start = snapshot(emulator), time.perf_counter()
+        await asyncio.sleep(args.idle_seconds)
+        if proc.poll() is not None:
+            raise RuntimeError(f"the operator exited ({proc.returncode}) while idle")
+        result.idle = snapshot(emulator).minus(before_idle)
+        result.idle_s = time.perf_counter() - idle_start
+        if result.idle.writes("operator", "kopf"):
+            result.problems.append(f"{result.idle.writes('operator', 'kopf')} writes while idle")
+        if controller.errors:
+            result.problems.append(f"{len(controller.errors)} Deployment status writes failed")
+        async with (
+            aiohttp.ClientSession() as probe,
+            probe.get(f"http://{HOST}:{metrics_port}/metrics") as response,
+        ):
+            result.metrics = parse_metrics(await response.text())
+    finally:
+        controller_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await controller_task
