@@ -203,6 +203,23 @@ def condition(body: dict[str, Any] | None, kind: str) -> dict[str, Any]:
     return {}
 
 
+async def template_annotation(cluster: AdbmEmulator, deployment: str, key: str) -> str:
+    live = await get(cluster, "Deployment", deployment)
+    assert live is not None, deployment
+    value: str = live["spec"]["template"]["metadata"]["annotations"][key]
+    return value
+
+
+async def until_rolled(cluster: AdbmEmulator, key: str, before: str, *deployments: str) -> None:
+    """Wait until the pod-template annotation `key` of each Deployment is no longer `before`."""
+    for name in deployments:
+
+        async def rolled(n: str = name) -> bool:
+            return await template_annotation(cluster, n, key) != before
+
+        await until(rolled, what=f"{name} rolled")
+
+
 async def condition_is(
     cluster: AdbmEmulator, kind: str, status: str, reason: str | None = None
 ) -> dict[str, Any]:
@@ -366,18 +383,9 @@ async def test_service_monitor_appears_when_its_crd_is_installed(operator: AdbmE
 
 async def test_rotated_secret_rolls_the_pods(operator: AdbmEmulator) -> None:
     await create_and_roll_out(operator, backend())
-    before = await get(operator, "Deployment", "shop-api")
-    assert before is not None
-    checksum = before["spec"]["template"]["metadata"]["annotations"]["checksum/secrets"]
+    checksum = await template_annotation(operator, "shop-api", "checksum/secrets")
     await call(operator, "PATCH", url("Secret", "shop-redis"), {"data": {"uri": "eQ=="}})
-
-    async def rolled(name: str) -> bool:
-        live = await get(operator, "Deployment", name)
-        annotations = (live or {})["spec"]["template"]["metadata"]["annotations"]
-        return bool(annotations["checksum/secrets"] != checksum)
-
-    await until(lambda: rolled("shop-api"))
-    await until(lambda: rolled("shop-worker-orders"))
+    await until_rolled(operator, "checksum/secrets", checksum, "shop-api", "shop-worker-orders")
 
 
 async def test_missing_secret_is_reported_and_healed_by_its_creation(
@@ -563,19 +571,10 @@ async def test_a_cursor_secret_the_user_replaced_is_kept_and_rolls_the_pods(
     operator: AdbmEmulator,
 ) -> None:
     await create_and_roll_out(operator, backend())
-    before = await get(operator, "Deployment", "shop-api")
-    assert before is not None
-    checksum = before["spec"]["template"]["metadata"]["annotations"]["checksum/secrets"]
+    checksum = await template_annotation(operator, "shop-api", "checksum/secrets")
     theirs = base64.b64encode(b"a key the user chose, long enough to sign cursors").decode()
     await call(operator, "PATCH", url("Secret", "shop-cursor"), {"data": {"secret": theirs}})
-
-    async def rolled(name: str) -> bool:
-        live = await get(operator, "Deployment", name)
-        annotations = (live or {})["spec"]["template"]["metadata"]["annotations"]
-        return bool(annotations["checksum/secrets"] != checksum)
-
-    await until(lambda: rolled("shop-api"))
-    await until(lambda: rolled("shop-worker-orders"))
+    await until_rolled(operator, "checksum/secrets", checksum, "shop-api", "shop-worker-orders")
     await mark_available(operator, "shop-api")
     await mark_available(operator, "shop-worker-orders")
     await condition_is(operator, "Ready", "True")
