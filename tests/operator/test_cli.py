@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from adbm_operator import apidoc, cli, crd, model, specs
+from adbm_operator.handlers import lifecycle
 
 ROOT = Path(__file__).parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
@@ -171,8 +172,6 @@ def test_docs_update_rewrites_only_the_generated_sections(tmp_path: Path) -> Non
         (None, "no Kubernetes credentials"),
         ("absent", "cannot read kubeconfig"),
         ("current-context: elsewhere\n", "refers to 'elsewhere'"),
-        ("clusters: [\n", "not valid YAML"),
-        ("users: []\n", "Current context is not set"),
     ],
 )
 def test_run_without_credentials_says_so_in_one_line(
@@ -198,3 +197,22 @@ def test_run_without_credentials_says_so_in_one_line(
     (line,) = result.stderr.splitlines()
     assert line.startswith("error: ") and says in line, line
     assert "Traceback" not in result.stderr and "Consider installing" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("kubeconfig", "says"),
+    [
+        ("clusters: [\n", "not valid YAML"),
+        ("users: []\n", "Current context is not set"),
+        ("- a list\n", "is not a kubeconfig"),
+    ],
+)
+def test_an_unusable_kubeconfig_is_named_in_one_line(
+    kubeconfig: str, says: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "kubeconfig"
+    path.write_text(kubeconfig)
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    with pytest.raises(lifecycle.NoCredentials) as caught:
+        lifecycle.find_credentials(lifecycle.settings())
+    assert says in str(caught.value) and "\n" not in str(caught.value)
