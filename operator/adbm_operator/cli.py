@@ -13,7 +13,7 @@ import yaml
 from pydantic import ValidationError
 
 from adbm_operator import apidoc, crd, model, specs, yamlout
-from adbm_operator.problems import format_validation_error
+from adbm_operator.spec_errors import format_validation_error
 
 
 class InputError(Exception):

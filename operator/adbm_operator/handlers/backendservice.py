@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from adbm_operator import backoff, kube, model, reconcile, status
 from adbm_operator.handlers import registry, runtime
-from adbm_operator.problems import format_validation_error
+from adbm_operator.spec_errors import format_validation_error
 from adbm_operator.specs import pod
 
 
