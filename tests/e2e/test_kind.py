@@ -171,6 +171,7 @@ def test_children_status_drift_and_garbage_collection(operator: Path) -> None:
         ("deployment", "shop-api"),
         ("poddisruptionbudget", "shop-api"),
         ("networkpolicy", "shop-api"),
+        ("secret", "shop-cursor"),
     ]:
         wait_for(lambda k=kind, n=name: get(operator, k, n), what=f"{kind}/{name}")
     # Status from observation: no ServiceMonitor CRD in a bare kind cluster, said so.
@@ -209,3 +210,4 @@ def test_children_status_drift_and_garbage_collection(operator: Path) -> None:
     assert not shop["metadata"].get("finalizers")
     kubectl(operator, "-n", "shop", "delete", "bsvc", "shop", "--wait=true", "--timeout=120s")
     wait_for(lambda: get(operator, "deployment", "shop-api") is None, what="children collected")
+    wait_for(lambda: get(operator, "secret", "shop-cursor") is None, what="cursor key collected")
