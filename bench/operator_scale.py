@@ -25,8 +25,8 @@ per-GET scan of the whole store (and the emulator's per-LIST one), and pure-Pyth
 apply bodies (see `BenchEmulator` and `_fast_safe_load`). What remains is still a single-threaded
 Python API server on the same machine as the operator: read absolute times against the baseline.
 
-The harness (emulator, controller, baseline client, one operator run) is `bench/scale_harness.py`,
-the tables `bench/scale_report.py`.
+The emulated cluster and the Deployment controller are `bench/scale_cluster.py`, the baseline
+client and one operator run `bench/scale_harness.py`, the tables `bench/scale_report.py`.
 
 The exit status is non-zero only for a broken run (the operator died, not all Ready before the
 timeout, writes while idle), never for slowness.
@@ -46,7 +46,8 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-from scale_harness import Result, baseline_client, bodies, run_baseline, run_operator
+from scale_cluster import bodies
+from scale_harness import Result, baseline_client, run_baseline, run_operator
 from scale_report import details, table
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import collections
 import json
 
-from scale_harness import BASELINE_CONCURRENCY, Counts, Result
+from scale_cluster import BASELINE_CONCURRENCY, Counts
+from scale_harness import Result
 
 
 def fmt(value: float | None, digits: int = 1) -> str:
