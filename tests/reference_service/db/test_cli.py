@@ -136,7 +136,10 @@ def test_serve_answers_health_over_real_http(database_urls: Any) -> None:
         **os.environ,
         "ADBM_DATABASE_URL": database_urls.app_url,
         "ADBM_HTTP_PORT": str(port),
+        # As the operator renders it: a key of its own, in the default (production) environment.
+        "ADBM_CURSOR_SECRET": uuid.uuid4().hex + uuid.uuid4().hex,
     }
+    env.pop("ADBM_ENVIRONMENT", None)
     exe = Path(sys.executable).parent / "adbm-service"
     process = subprocess.Popen(
         [str(exe), "serve", "--host", "127.0.0.1"],
