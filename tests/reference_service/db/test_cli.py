@@ -74,6 +74,7 @@ def test_migrate_needs_an_admin_url(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.delenv(cli.ADMIN_URL_ENV, raising=False)
+    monkeypatch.delenv("ADBM_ENVIRONMENT", raising=False)  # development would default it
     assert cli.main(["migrate", "--app-role", "app"]) == 2
     assert f"set {cli.ADMIN_URL_ENV} or pass --admin-url" in capsys.readouterr().err
 
