@@ -68,8 +68,12 @@ def _config(args: argparse.Namespace) -> int:
 def _refuse_to_serve(settings: Settings) -> bool:
     """Whether serving must be refused, after printing why (one line per reason)."""
     problems = serving_problems(settings)
+    database_url = settings.database_url.get_secret_value()
     try:
-        problems += asyncio.run(role_check.check_url(settings.database_url.get_secret_value()))
+        if _is_conninfo(database_url):
+            problems += asyncio.run(role_check.check_url(database_url))
+        else:
+            problems.append("ADBM_DATABASE_URL is not a libpq connection URI")
     except psycopg.OperationalError as exc:
         # Serve anyway, as when the database is down at start-up: the pool checks every
         # connection it opens, and /ready reports the role problem once there is an answer.
@@ -137,7 +141,23 @@ def _admin_url(args: argparse.Namespace, settings: Settings | None) -> str | Non
             " (ADBM_ENVIRONMENT=development defaults it to the local postgres superuser)",
             file=sys.stderr,
         )
+    if url and not _is_conninfo(url):
+        print(
+            f"error: {'--admin-url' if args.admin_url else ADMIN_URL_ENV}"
+            " is not a libpq connection URI",
+            file=sys.stderr,
+        )
+        return None
     return url
+
+
+def _is_conninfo(url: str) -> bool:
+    # The parser's message may quote the string, password included: only say that it failed.
+    try:
+        conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return False
+    return True
 
 
 def _connection_failed(exc: psycopg.OperationalError) -> int:
@@ -394,7 +414,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except psycopg.errors.UndefinedTable as exc:  # any admin command before the first migrate
+        print(
+            f"error: {exc.diag.message_primary}: the database is not migrated yet"
+            " (run adbm-service migrate)",
+            file=sys.stderr,
+        )
+        return 2
     return code
 
 

@@ -94,3 +94,25 @@ def test_serve_refuses_the_development_cursor_key_outside_development(
 def test_an_unknown_environment_is_refused() -> None:
     line = one_error_line(run_cli("config", ADBM_ENVIRONMENT="staging"))
     assert line.startswith("error: ADBM_ENVIRONMENT: Input should be 'production' or 'development'")
+
+
+def test_an_admin_url_that_is_not_a_uri_is_not_echoed() -> None:
+    line = one_error_line(run_cli("tenants", "list", ADBM_ADMIN_DATABASE_URL="host=db password"))
+    assert line == "error: ADBM_ADMIN_DATABASE_URL is not a libpq connection URI"
+
+
+def test_admin_commands_before_the_first_migrate(scratch_database: str) -> None:
+    line = one_error_line(
+        run_cli("tenants", "list", ADBM_ADMIN_DATABASE_URL=conninfo(scratch_database))
+    )
+    assert line == (
+        'error: relation "public.tenants" does not exist: the database is not migrated yet'
+        " (run adbm-service migrate)"
+    )
+
+
+def test_serve_refuses_a_database_url_that_is_not_a_uri() -> None:
+    line = one_error_line(
+        run_cli("serve", ADBM_DATABASE_URL="nonsense", ADBM_CURSOR_SECRET=CURSOR_SECRET)
+    )
+    assert line == "error: refusing to serve: ADBM_DATABASE_URL is not a libpq connection URI"
