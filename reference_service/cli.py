@@ -168,8 +168,10 @@ def _connection_failed(exc: psycopg.OperationalError) -> int:
 
 def _migrate(args: argparse.Namespace) -> int:
     settings = _settings()
-    admin_url = _admin_url(args, settings)
-    if settings is None or admin_url is None:
+    if settings is None:
+        return 2
+    if not _is_conninfo(settings.database_url.get_secret_value()):
+        print("error: ADBM_DATABASE_URL is not a libpq connection URI", file=sys.stderr)
         return 2
     app_url = conninfo_to_dict(settings.database_url.get_secret_value())
     app_role = args.app_role or app_url.get("user")
@@ -183,6 +185,9 @@ def _migrate(args: argparse.Namespace) -> int:
         if password is None:
             print(f"error: {args.app_password_env} is not set", file=sys.stderr)
             return 2
+    admin_url = _admin_url(args, settings)
+    if admin_url is None:
+        return 2
     try:
         if args.create_database and asyncio.run(create_database(admin_url)):
             print(f"changed: created database {conninfo_to_dict(admin_url)['dbname']}")
