@@ -8,14 +8,26 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+from pydantic_settings import SettingsError
 
-from reference_service.config import Settings, describe
-from reference_service.db.admin import TenantNotFound, create_api_key, create_tenant
-from reference_service.db.migrate import migrate
+from reference_service.config import Settings, describe, serving_problems
+from reference_service.db import role_check
+from reference_service.db.admin import (
+    KeyNotFound,
+    TenantNotFound,
+    create_api_key,
+    create_tenant,
+    list_api_keys,
+    list_tenants,
+    revoke_api_key,
+)
+from reference_service.db.migrate import create_database, migrate
 
 ADMIN_URL_ENV = "ADBM_ADMIN_DATABASE_URL"
 
@@ -26,9 +38,23 @@ def _settings() -> Settings | None:
         return Settings()
     except ValidationError as exc:
         for error in exc.errors():
-            name = "ADBM_" + "_".join(str(p) for p in error["loc"]).upper()
-            print(f"error: {name}: {error['msg']}", file=sys.stderr)
-        return None
+            print(f"error: {_setting_error(error)}", file=sys.stderr)
+    except SettingsError as exc:  # a value pydantic-settings could not even decode
+        print(f"error: {exc}", file=sys.stderr)
+    return None
+
+
+def _setting_error(error: ErrorDetails) -> str:
+    """`ADBM_<FIELD>: <where inside its JSON value>: <what>`: the first part of the location
+    is the variable, the rest a path into its document (`ADBM_POLICY`)."""
+    field, *path = error["loc"]
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+    message = error["msg"].removeprefix("Value error, ")
+    value = error.get("input")
+    if path and isinstance(value, int | float | str | bool):
+        # Inside a JSON document nothing is secret, and the value makes the line actionable.
+        message += f" (got {json.dumps(value)})"
+    return f"ADBM_{str(field).upper()}: " + (f"{where}: " if where else "") + message
 
 
 def _config(args: argparse.Namespace) -> int:
@@ -39,9 +65,34 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_to_serve(settings: Settings) -> bool:
+    """Whether serving must be refused, after printing why (one line per reason)."""
+    problems = serving_problems(settings)
+    database_url = settings.database_url.get_secret_value()
+    try:
+        if _is_conninfo(database_url):
+            problems += asyncio.run(role_check.check_url(database_url))
+        else:
+            problems.append("ADBM_DATABASE_URL is not a libpq connection URI")
+    except psycopg.OperationalError as exc:
+        # Serve anyway, as when the database is down at start-up: the pool checks every
+        # connection it opens, and /ready reports the role problem once there is an answer.
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(
+            f"warning: cannot check the database role now ({reason});"
+            " every connection is checked when it opens",
+            file=sys.stderr,
+        )
+    for problem in problems:
+        print(f"error: refusing to serve: {problem}", file=sys.stderr)
+    return bool(problems)
+
+
 def _serve(args: argparse.Namespace) -> int:
     settings = _settings()
     if settings is None:
+        return 2
+    if _refuse_to_serve(settings):
         return 2
     # Imported here: the admin commands must not pay for the web stack.
     import uvicorn
@@ -82,11 +133,31 @@ def _openapi(args: argparse.Namespace) -> int:
     return 0
 
 
-def _admin_url(args: argparse.Namespace) -> str | None:
-    url: str | None = args.admin_url or os.environ.get(ADMIN_URL_ENV)
-    if not url:
-        print(f"error: set {ADMIN_URL_ENV} or pass --admin-url", file=sys.stderr)
+def _admin_url(args: argparse.Namespace, settings: Settings | None) -> str | None:
+    url: str | None = args.admin_url or (settings.admin_url() if settings else None)
+    if not url and settings is not None:
+        print(
+            f"error: set {ADMIN_URL_ENV} or pass --admin-url"
+            " (ADBM_ENVIRONMENT=development defaults it to the local postgres superuser)",
+            file=sys.stderr,
+        )
+    if url and not _is_conninfo(url):
+        print(
+            f"error: {'--admin-url' if args.admin_url else ADMIN_URL_ENV}"
+            " is not a libpq connection URI",
+            file=sys.stderr,
+        )
+        return None
     return url
+
+
+def _is_conninfo(url: str) -> bool:
+    # The parser's message may quote the string, password included: only say that it failed.
+    try:
+        conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return False
+    return True
 
 
 def _connection_failed(exc: psycopg.OperationalError) -> int:
@@ -97,33 +168,43 @@ def _connection_failed(exc: psycopg.OperationalError) -> int:
 
 def _migrate(args: argparse.Namespace) -> int:
     settings = _settings()
-    admin_url = _admin_url(args)
-    if settings is None or admin_url is None:
+    if settings is None:
         return 2
-    app_role = args.app_role or conninfo_to_dict(settings.database_url.get_secret_value()).get(
-        "user"
-    )
+    if not _is_conninfo(settings.database_url.get_secret_value()):
+        print("error: ADBM_DATABASE_URL is not a libpq connection URI", file=sys.stderr)
+        return 2
+    app_url = conninfo_to_dict(settings.database_url.get_secret_value())
+    app_role = args.app_role or app_url.get("user")
     if not app_role:
         print("error: pass --app-role (ADBM_DATABASE_URL names no user)", file=sys.stderr)
         return 2
-    password = None
+    # The password the service will connect with, unless another is named explicitly.
+    password = None if args.app_role else app_url.get("password")
     if args.app_password_env:
         password = os.environ.get(args.app_password_env)
         if password is None:
             print(f"error: {args.app_password_env} is not set", file=sys.stderr)
             return 2
+    admin_url = _admin_url(args, settings)
+    if admin_url is None:
+        return 2
     try:
+        if args.create_database and asyncio.run(create_database(admin_url)):
+            print(f"changed: created database {conninfo_to_dict(admin_url)['dbname']}")
         applied = asyncio.run(
             migrate(
                 admin_url,
                 app_role=str(app_role),
-                app_password=password,
+                app_password=None if password is None else str(password),
                 tenant_setting=settings.db_tenant_setting,
                 on_change=lambda change: print(f"changed: {change}"),
             )
         )
     except psycopg.OperationalError as exc:
         return _connection_failed(exc)
+    except ValueError as exc:  # the app role is the admin, or a name is not an identifier
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     for version in applied:
         print(f"applied: {version}")
     if not applied:
@@ -132,7 +213,7 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _create_tenant(args: argparse.Namespace) -> int:
-    admin_url = _admin_url(args)
+    admin_url = _admin_url(args, _settings())
     if admin_url is None:
         return 2
     try:
@@ -148,7 +229,7 @@ def _create_tenant(args: argparse.Namespace) -> int:
 
 def _create_key(args: argparse.Namespace) -> int:
     settings = _settings()
-    admin_url = _admin_url(args)
+    admin_url = _admin_url(args, settings)
     if settings is None or admin_url is None:
         return 2
     try:
@@ -174,10 +255,109 @@ def _create_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    for row in (header, *rows):
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        print("  ".join(cells).rstrip())
+
+
+def _timestamp(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _list_tenants(args: argparse.Namespace) -> int:
+    admin_url = _admin_url(args, _settings())
+    if admin_url is None:
+        return 2
+    try:
+        tenants = asyncio.run(list_tenants(admin_url))
+    except psycopg.OperationalError as exc:
+        return _connection_failed(exc)
+    _print_table(
+        ("ID", "NAME", "LIVE KEYS", "CREATED"),
+        [(str(t.tenant_id), t.name, str(t.live_keys), _timestamp(t.created_at)) for t in tenants],
+    )
+    return 0
+
+
+def _list_keys(args: argparse.Namespace) -> int:
+    admin_url = _admin_url(args, _settings())
+    if admin_url is None:
+        return 2
+    try:
+        keys = asyncio.run(list_api_keys(admin_url, args.tenant))
+    except TenantNotFound as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except psycopg.OperationalError as exc:
+        return _connection_failed(exc)
+    _print_table(
+        ("ID", "TENANT", "NAME", "PREFIX", "CREATED", "STATUS"),
+        [
+            (
+                str(k.key_id),
+                k.tenant,
+                k.name,
+                f"adbm_{k.prefix}",
+                _timestamp(k.created_at),
+                "active" if k.revoked_at is None else f"revoked {_timestamp(k.revoked_at)}",
+            )
+            for k in keys
+        ],
+    )
+    return 0
+
+
+def _revoke_key(args: argparse.Namespace) -> int:
+    settings = _settings()
+    admin_url = _admin_url(args, settings)
+    if settings is None or admin_url is None:
+        return 2
+    try:
+        revoked = asyncio.run(
+            revoke_api_key(admin_url, args.key, tenant_setting=settings.db_tenant_setting)
+        )
+    except KeyNotFound as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except psycopg.OperationalError as exc:
+        return _connection_failed(exc)
+    print(
+        f"revoked API key {revoked.name!r} (adbm_{revoked.prefix}, id {revoked.key_id})"
+        f" of tenant {revoked.tenant!r}"
+    )
+    return 0
+
+
+def _add_listing_commands(
+    tenants_sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    keys_sub: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    tenant_list = tenants_sub.add_parser("list", help="list the live tenants")
+    _add_admin_url(tenant_list)
+    tenant_list.set_defaults(func=_list_tenants)
+
+    key_list = keys_sub.add_parser(
+        "list", help="list API keys (never the keys themselves), revoked ones included"
+    )
+    key_list.add_argument("--tenant", help="only this tenant's keys (tenant name)")
+    _add_admin_url(key_list)
+    key_list.set_defaults(func=_list_keys)
+
+    key_revoke = keys_sub.add_parser(
+        "revoke", help="revoke an API key: it is refused from its next lookup on"
+    )
+    key_revoke.add_argument("key", help="the key's id, or its prefix (adbm_xxxxxxxx) if unique")
+    _add_admin_url(key_revoke)
+    key_revoke.set_defaults(func=_revoke_key)
+
+
 def _add_admin_url(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--admin-url",
-        help=f"libpq URI of the admin (schema owner); default ${ADMIN_URL_ENV}",
+        help=f"libpq URI of the admin (schema owner); default ${ADMIN_URL_ENV}"
+        " (in development: the local postgres superuser)",
     )
 
 
@@ -210,6 +390,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="VAR",
         help="environment variable holding the app role's password (set on the role)",
     )
+    migrate_cmd.add_argument(
+        "--create-database",
+        action="store_true",
+        help="first create the admin URL's database if it does not exist (a developer machine)",
+    )
     migrate_cmd.set_defaults(func=_migrate)
 
     tenants = sub.add_parser("tenants", help="manage tenants (as the admin)")
@@ -228,12 +413,21 @@ def build_parser() -> argparse.ArgumentParser:
     key_create.add_argument("--name", default="default", help="key name (default: default)")
     _add_admin_url(key_create)
     key_create.set_defaults(func=_create_key)
+    _add_listing_commands(tenants_sub, keys_sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except psycopg.errors.UndefinedTable as exc:  # any admin command before the first migrate
+        print(
+            f"error: {exc.diag.message_primary}: the database is not migrated yet"
+            " (run adbm-service migrate)",
+            file=sys.stderr,
+        )
+        return 2
     return code
 
 

@@ -7,29 +7,48 @@ PostgreSQL, Redis and RabbitMQ.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from reference_service.policy import Policy
+
+DEVELOPMENT_CURSOR_SECRET = "adbm-development-cursor-secret-not-for-production"
+"""The built-in cursor key: public (it is in this file), so accepted only in development."""
+
+DEVELOPMENT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/adbm"
+"""The admin the admin commands use in development when no admin URL is given: the local
+superuser, which may create the database, the app role and the schema."""
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ADBM_", extra="ignore", frozen=True)
 
-    database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/adbm")
-    """libpq URI the service connects with (the non-owner app role in production)."""
+    environment: Literal["production", "development"] = "production"
+    """`development` says the service runs on a developer machine, and only there are the
+    public development defaults accepted: the built-in cursor key and the local admin URL.
+    The default is production-safe: `serve` refuses to sign cursors with a public key."""
+
+    database_url: SecretStr = SecretStr("postgresql://adbm_app@127.0.0.1:5432/adbm")
+    """libpq URI the service connects with: the non-owner app role, never a superuser (`serve`
+    refuses a role that row-level security does not bind). The default is the local app role
+    that `adbm-service migrate` creates with the defaults."""
+    admin_database_url: SecretStr | None = None
+    """libpq URI of the admin (schema owner) for `migrate`, `tenants` and `keys`; the service
+    itself never uses it. In development it defaults to `DEVELOPMENT_ADMIN_URL`."""
     db_pool_min_size: Annotated[int, Field(ge=0, le=100)] = 1
     db_pool_max_size: Annotated[int, Field(ge=1, le=100)] = 10
     db_pool_acquire_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 2.0
     db_tenant_setting: str = "app.tenant_id"
 
-    cursor_secret: SecretStr = SecretStr("adbm-development-cursor-secret-not-for-production")
-    """HMAC key that signs pagination cursors, so clients cannot forge keyset positions. This
-    default is for a developer machine only: production sets `ADBM_CURSOR_SECRET` from a Secret,
-    the same value on every replica (a cursor minted by one replica is followed on another)."""
+    cursor_secret: SecretStr = SecretStr(DEVELOPMENT_CURSOR_SECRET)
+    """HMAC key that signs pagination cursors, so clients cannot forge keyset positions.
+    Production sets `ADBM_CURSOR_SECRET` from a Secret, the same value on every replica (a
+    cursor minted by one replica is followed on another); the default is the public development
+    key, which `serve` refuses unless `environment` is `development`."""
 
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
     redis_key_prefix: str = "adbm:"
@@ -39,7 +58,7 @@ class Settings(BaseSettings):
     that need it answer 503 instead of accepting work that would never be done."""
     amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
 
-    policy: Policy = Policy()
+    policy: Annotated[Policy, NoDecode] = Policy()
     """Rate limits, versioning and idempotency, as JSON in `ADBM_POLICY`."""
 
     http_port: Annotated[int, Field(ge=1, le=65535)] = 8000
@@ -48,6 +67,40 @@ class Settings(BaseSettings):
     metrics_port: Annotated[int, Field(ge=1, le=65535)] = 9090
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     trace_sampling_ratio: Annotated[float, Field(ge=0, le=1)] = 0.1
+
+    @field_validator("policy", mode="before")
+    @classmethod
+    def _policy_json(cls, value: Any) -> Any:
+        # Decoded here rather than by pydantic-settings, whose error for bad JSON is an
+        # exception naming neither the variable nor where in the text the problem is.
+        if not isinstance(value, str | bytes):
+            return value
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(
+                f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+            ) from None
+
+    def admin_url(self) -> str | None:
+        """The admin's libpq URI: the configured one, else in development the local default."""
+        if self.admin_database_url is not None:
+            return self.admin_database_url.get_secret_value()
+        return DEVELOPMENT_ADMIN_URL if self.environment == "development" else None
+
+
+def serving_problems(settings: Settings) -> list[str]:
+    """Why these settings must not serve requests (empty: they may). Each names its variable."""
+    problems: list[str] = []
+    if (
+        settings.environment != "development"
+        and settings.cursor_secret.get_secret_value() == DEVELOPMENT_CURSOR_SECRET
+    ):
+        problems.append(
+            "ADBM_CURSOR_SECRET is not set, and the built-in development key is public: set it"
+            " from a Secret (or ADBM_ENVIRONMENT=development on a developer machine)"
+        )
+    return problems
 
 
 def redact_url(url: str) -> str:

@@ -14,6 +14,7 @@ import re
 import secrets
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 import psycopg
 from psycopg import sql
@@ -142,3 +143,126 @@ async def authenticate(database: Database, key: str) -> Principal | None:
     if not rows:
         return None
     return Principal(tenant_id=rows[0]["tenant_id"], key_id=rows[0]["key_id"])
+
+
+@dataclass(frozen=True)
+class TenantInfo:
+    """A tenant as `tenants list` shows it."""
+
+    tenant_id: uuid.UUID
+    name: str
+    created_at: datetime
+    live_keys: int
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """An API key as `keys list` shows it: never the key, which is not stored."""
+
+    key_id: uuid.UUID
+    tenant: str
+    name: str
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class KeyNotFound(LookupError):
+    pass
+
+
+async def list_tenants(admin_url: str) -> list[TenantInfo]:
+    """Every live tenant as the admin, oldest first, with its number of live keys."""
+    async with (
+        await psycopg.AsyncConnection.connect(admin_url) as conn,
+        conn.cursor(row_factory=dict_row) as cur,
+    ):
+        # A superuser or the owner (policy owner_authenticate) sees every tenant's keys.
+        await cur.execute(
+            "SELECT t.id, t.name, t.created_at,"
+            " (SELECT count(*) FROM public.api_keys k"
+            "  WHERE k.tenant_id = t.id AND NOT k.is_deleted) AS live_keys"
+            " FROM public.tenants t WHERE NOT t.is_deleted ORDER BY t.created_at, t.id"
+        )
+        rows = await cur.fetchall()
+    return [TenantInfo(r["id"], r["name"], r["created_at"], int(r["live_keys"])) for r in rows]
+
+
+async def list_api_keys(admin_url: str, tenant_name: str | None = None) -> list[KeyInfo]:
+    """The keys of live tenants (of `tenant_name` only, if given), revoked ones included, by
+    tenant then age. TenantNotFound when `tenant_name` names no live tenant."""
+    async with (
+        await psycopg.AsyncConnection.connect(admin_url) as conn,
+        conn.cursor(row_factory=dict_row) as cur,
+    ):
+        if tenant_name is not None:
+            await cur.execute(
+                "SELECT 1 FROM public.tenants WHERE name = %s AND NOT is_deleted", (tenant_name,)
+            )
+            if await cur.fetchone() is None:
+                raise TenantNotFound(f"no tenant named {tenant_name!r}")
+        await cur.execute(
+            "SELECT k.id, t.name AS tenant, k.name, k.prefix, k.created_at,"
+            " CASE WHEN k.is_deleted THEN k.updated_at END AS revoked_at"
+            " FROM public.api_keys k JOIN public.tenants t ON t.id = k.tenant_id"
+            " WHERE NOT t.is_deleted AND (%(tenant)s::text IS NULL OR t.name = %(tenant)s)"
+            " ORDER BY t.name, k.created_at, k.id",
+            {"tenant": tenant_name},
+        )
+        rows = await cur.fetchall()
+    return [
+        KeyInfo(r["id"], r["tenant"], r["name"], r["prefix"], r["created_at"], r["revoked_at"])
+        for r in rows
+    ]
+
+
+async def revoke_api_key(
+    admin_url: str,
+    key: str,
+    *,
+    actor: str | None = None,
+    tenant_setting: str = DEFAULT_TENANT_SETTING,
+) -> KeyInfo:
+    """Revoke the live key whose id is `key`, or whose prefix is `key` (`adbm_<prefix>` or the
+    8 hex digits) when exactly one live key has it; returns it as revoked. The next lookup of
+    the key finds nothing: `adbm_authenticate` skips revoked keys. KeyNotFound when no live key
+    matches, or a prefix matches several."""
+    key_id = _as_uuid(key)
+    prefix = key.removeprefix("adbm_")
+    async with await psycopg.AsyncConnection.connect(admin_url) as conn:
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                "SELECT k.id, k.tenant_id, t.name AS tenant"
+                " FROM public.api_keys k JOIN public.tenants t ON t.id = k.tenant_id"
+                " WHERE NOT k.is_deleted AND (k.id = %s OR k.prefix = %s) LIMIT 2",
+                (key_id, prefix),
+            )
+            found = await cur.fetchall()
+            if not found:
+                raise KeyNotFound(f"no live API key with id or prefix {key!r}")
+            if len(found) > 1:
+                raise KeyNotFound(f"several live API keys have the prefix {key!r}; use the key id")
+            # Writing api_keys is under the tenant policy (see create_api_key).
+            await cur.execute(
+                "SELECT pg_catalog.set_config(%s, %s, true)",
+                (check_setting(tenant_setting), str(found[0]["tenant_id"])),
+            )
+        row = await repository.soft_delete(
+            conn, "api_keys", found[0]["id"], expected_version=None, actor=actor or cli_actor()
+        )
+        await conn.commit()
+    return KeyInfo(
+        row["id"],
+        found[0]["tenant"],
+        row["name"],
+        row["prefix"],
+        row["created_at"],
+        row["updated_at"],
+    )
+
+
+def _as_uuid(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None

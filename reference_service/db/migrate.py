@@ -27,6 +27,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from reference_service.db import rls
 from reference_service.db.schema import (
@@ -65,6 +66,36 @@ def migrations() -> list[Migration]:
     return sorted(found, key=lambda m: m.version)
 
 
+MAINTENANCE_DATABASE = "postgres"
+"""The database every PostgreSQL server has, to connect to while the target does not exist."""
+
+
+async def create_database(admin_url: str) -> bool:
+    """Create the database `admin_url` names, owned by its user, unless it exists; True when
+    it was created. For a developer machine: in production the operator creates the database.
+    """
+    name = conninfo_to_dict(admin_url).get("dbname")
+    if not name:
+        raise ValueError("the admin URL names no database to create")
+    maintenance = make_conninfo(admin_url, dbname=MAINTENANCE_DATABASE)
+    async with await psycopg.AsyncConnection.connect(maintenance, autocommit=True) as conn:
+        exists = await _scalar(
+            conn, sql.SQL("SELECT 1 FROM pg_catalog.pg_database WHERE datname = %s"), (name,)
+        )
+        if exists:
+            return False
+        try:
+            await conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(str(name))))
+        except psycopg.errors.DuplicateDatabase:  # another migrator was first
+            return False
+    log.info("migrate: created database %s", name)
+    return True
+
+
+class AppRoleIsAdmin(ValueError):
+    """The app role would be the migrating admin, the owner of every table."""
+
+
 async def migrate(
     admin_url: str,
     *,
@@ -94,8 +125,10 @@ async def migrate(
     async with await psycopg.AsyncConnection.connect(admin_url, autocommit=True) as conn:
         current_user = await _scalar(conn, sql.SQL("SELECT current_user"))
         if current_user == app_role:
-            raise ValueError(
-                f"the app role {app_role!r} must not be the migrating admin: it would own tables"
+            raise AppRoleIsAdmin(
+                f"the app role {app_role} must not be the migrating admin (the admin URL's user):"
+                " it would own every table and could switch row-level security off;"
+                " give the service a role of its own"
             )
         async with conn.transaction():
             await _lock(conn)

@@ -36,6 +36,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from reference_service.config import Settings
+from reference_service.db.role_check import RoleNotIsolated, isolation_problems
 from reference_service.db.schema import check_setting
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ class Database:
         self._acquire_timeout = settings.db_pool_acquire_timeout_seconds
         self._in_use = 0
         self._timeouts = 0
+        self._refused: RoleNotIsolated | None = None
         self.pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
             settings.database_url.get_secret_value(),
             connection_class=Connection,
@@ -96,6 +98,7 @@ class Database:
             timeout=self._acquire_timeout,
             name=name,
             open=False,
+            configure=self._refuse_unisolated,
         )
 
     @property
@@ -114,6 +117,25 @@ class Database:
 
     async def close(self) -> None:
         await self.pool.close()
+
+    @property
+    def refused(self) -> RoleNotIsolated | None:
+        """Why the last connection opened was refused, or None if it was accepted."""
+        return self._refused
+
+    async def _refuse_unisolated(self, conn: Connection) -> None:
+        # Every new connection, before the pool lends it out: a role that RLS does not bind
+        # (a superuser, BYPASSRLS, a table owner) never serves a request, even when it became
+        # one while the service was running or the database was down at start-up. The pool
+        # discards the connection and retries with backoff; callers meanwhile get PoolExhausted.
+        problems = await isolation_problems(conn)
+        if not problems:
+            self._refused = None
+            return
+        self._refused = RoleNotIsolated(problems)
+        log.error("database connection refused: %s", self._refused)
+        await conn.close()
+        raise self._refused
 
     async def __aenter__(self) -> Database:
         await self.open()
@@ -171,6 +193,23 @@ class Database:
             await conn.execute("SELECT 1")
         finally:
             await self._checkin(conn)
+
+    async def check_isolation(self) -> None:
+        """One round trip on a pooled connection: RoleNotIsolated when the role is not (or is
+        no longer) bound by row-level security, also when that is why no connection could be
+        opened; otherwise the errors of `ping`."""
+        try:
+            conn = await self._getconn(time.monotonic() + self._acquire_timeout)
+        except PoolExhausted:
+            if self._refused is not None:
+                raise self._refused from None
+            raise
+        try:
+            problems = await isolation_problems(conn)
+        finally:
+            await self._checkin(conn)
+        if problems:
+            raise RoleNotIsolated(problems)
 
     def stats(self) -> dict[str, int]:
         """Pool gauges and counters, for metrics and the health endpoint.

@@ -4,7 +4,8 @@
 outage, so liveness must not fail with one, or every pod would restart at once. It reports the
 pool's numbers, which make exhaustion visible. `/ready` (readiness) checks the database and
 Redis, each with a short timeout, so a pod that cannot serve is taken out of the Service
-instead of failing requests.
+instead of failing requests; the database check also fails, with the reason, when the service's
+role is no longer bound by row-level security (`db/role_check.py`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Annotated, Any, Final
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
+from reference_service.db.role_check import RoleNotIsolated
 from reference_service.http.problems import SERVICE_UNAVAILABLE, problem_response, retry_after
 from reference_service.http.state import Services, services
 
@@ -37,6 +39,8 @@ async def _check(name: str, probe: Any) -> str | None:
         await asyncio.wait_for(probe, CHECK_TIMEOUT_SECONDS)
     except TimeoutError:
         return f"{name}: no answer within {CHECK_TIMEOUT_SECONDS} s"
+    except RoleNotIsolated as exc:  # its text names only roles and tables
+        return f"{name}: {exc}"
     except Exception as exc:  # any failure means "not ready"; the type is enough to act on
         return f"{name}: {type(exc).__name__}"
     return None
@@ -49,7 +53,8 @@ async def _check_database(svc: Services) -> str | None:
         # already get a fast 503 with Retry-After. Reporting "not ready" here would pull the
         # pod out of the Service, push its load onto the others and saturate them in turn.
         return None
-    return await _check("database", svc.database.ping())
+    # The ping is the role check: one round trip that also proves tenant isolation still holds.
+    return await _check("database", svc.database.check_isolation())
 
 
 @router.get("/ready")

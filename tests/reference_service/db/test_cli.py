@@ -74,6 +74,7 @@ def test_migrate_needs_an_admin_url(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.delenv(cli.ADMIN_URL_ENV, raising=False)
+    monkeypatch.delenv("ADBM_ENVIRONMENT", raising=False)  # development would default it
     assert cli.main(["migrate", "--app-role", "app"]) == 2
     assert f"set {cli.ADMIN_URL_ENV} or pass --admin-url" in capsys.readouterr().err
 
@@ -136,7 +137,10 @@ def test_serve_answers_health_over_real_http(database_urls: Any) -> None:
         **os.environ,
         "ADBM_DATABASE_URL": database_urls.app_url,
         "ADBM_HTTP_PORT": str(port),
+        # As the operator renders it: a key of its own, in the default (production) environment.
+        "ADBM_CURSOR_SECRET": uuid.uuid4().hex + uuid.uuid4().hex,
     }
+    env.pop("ADBM_ENVIRONMENT", None)
     exe = Path(sys.executable).parent / "adbm-service"
     process = subprocess.Popen(
         [str(exe), "serve", "--host", "127.0.0.1"],
