@@ -22,11 +22,10 @@ from psycopg import sql
 
 from reference_service.app import create_app
 from reference_service.config import Settings
-from reference_service.db.repository import insert
 from reference_service.http.idempotency import canonical_body, fingerprint
 from reference_service.policy import Policy, Quota, RateLimitPolicy
 from tests.reference_service.conftest import DatabaseUrls
-from tests.reference_service.http.conftest import Callers, OpenService, Service
+from tests.reference_service.http.conftest import Callers, OpenService, Service, place_order
 
 PROBLEMS = "https://adbm.io/problems/"
 MAX_BODY = 4096
@@ -215,21 +214,14 @@ async def _world(service: Service, callers: Callers) -> World:
         )
         assert created.status_code == 201, created.text
         ids[collection] = created.json()["id"]
-    async with service.services.database.transaction(callers.a.tenant_id) as conn:
-        order = await insert(
-            conn,
-            "orders",
-            {
-                "tenant_id": callers.a.tenant_id,
-                "account_id": uuid.UUID(ids["accounts"]),
-                "product_id": uuid.UUID(ids["products"]),
-                "quantity": 1,
-                "total_minor": 1200,
-                "currency": "EUR",
-                "status": "placed",
-            },
-            actor="test",
-        )
+    order = await place_order(
+        service.services.database,
+        callers.a.tenant_id,
+        ids["accounts"],
+        ids["products"],
+        quantity=1,
+        total_minor=1200,
+    )
     ids["orders"] = str(order["id"])
     return World(service, callers, ids)
 
