@@ -33,6 +33,7 @@ from reference_service.http.idempotency import Done, Idempotency, New, StoredRes
 from reference_service.http.state import Services
 from reference_service.policy import Policy, Quota, RateLimitPolicy
 from tests.reference_service.conftest import DatabaseUrls, Tenants
+from tests.reference_service.http.conftest import assert_problem
 
 PROBLEM = "application/problem+json"
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -176,16 +177,6 @@ async def env(open_env: OpenEnv) -> Env:
 
 def with_key(headers: dict[str, str], key: str) -> dict[str, str]:
     return {**headers, "Idempotency-Key": key}
-
-
-def assert_problem(response: httpx.Response, status: int, slug: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM
-    body: dict[str, Any] = response.json()
-    assert body["type"] == f"https://adbm.io/problems/{slug}"
-    assert body["status"] == status
-    assert body["instance"] == response.request.url.path
-    return body
 
 
 async def count_rows(admin_url: str, table: str) -> int:
