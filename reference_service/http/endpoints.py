@@ -17,49 +17,27 @@ objects, and string annotations would be resolved against this module's globals,
 per-resource models and path parameters of the closures do not exist.
 """
 
-import re
 from collections.abc import Callable, Iterable
 from typing import Annotated, Any, Final
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Path, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse
 
 from reference_service.domain.common import Operation, ResourceSpec
 from reference_service.http import guards, idempotency, problems
 from reference_service.http.auth import CurrentPrincipal, actor
 from reference_service.http.pagination import CursorParam, Limit, Page, page_response
-from reference_service.http.problems import (
-    PRECONDITION_FAILED,
-    PRECONDITION_REQUIRED,
-    Problem,
-    ProblemType,
+from reference_service.http.preconditions import (
+    IF_MATCH_REQUIRED,
+    IfMatch,
+    etag,
+    optional_version,
+    required_version,
 )
+from reference_service.http.problems import PRECONDITION_FAILED, PRECONDITION_REQUIRED, ProblemType
 from reference_service.http.representation import Representation
 from reference_service.http.state import Svc
-
-IfMatch = Annotated[
-    str | None,
-    Header(
-        max_length=64,
-        description='The `ETag` of your last read, e.g. `"3"`: the change applies only to that '
-        "version.",
-    ),
-]
-# Where a missing If-Match is a 428, the header is declared required. The handler reads it
-# itself: a FastAPI parameter would make its absence a validation error (400) instead.
-IF_MATCH_REQUIRED: Final[dict[str, Any]] = {
-    "name": "if-match",
-    "in": "header",
-    "required": True,
-    "description": 'The `ETag` of your last read, e.g. `"3"`: the change applies only to that '
-    "version; without it the answer is 428.",
-    "schema": {"type": "string"},
-}
-
-# One strong entity tag holding a version number. A weak tag (`W/"3"`) never matches: If-Match
-# uses strong comparison (RFC 9110 section 13.1.1).
-_ETAG = re.compile(r'"([0-9]{1,18})"')
 
 # What any API operation can answer: a bad parameter or body, no valid key, a body over the
 # limit, the rate limit, a bug, or a dependency (database, Redis) that is down or busy.
@@ -96,45 +74,10 @@ def operation_problems(spec: ResourceSpec[Any], operation: Operation) -> list[Pr
     return kinds
 
 
-def etag(version: int) -> str:
-    return f'"{version}"'
-
-
 def resource_response(
     body: dict[str, Any], version: int, status_code: int = 200, **headers: str
 ) -> Response:
     return JSONResponse(body, status_code=status_code, headers={"ETag": etag(version), **headers})
-
-
-def _parse_etag(value: str) -> int:
-    match = _ETAG.fullmatch(value)
-    if match is None:
-        raise Problem(
-            PRECONDITION_FAILED,
-            'If-Match must be exactly one ETag as this service sends it, e.g. "3".',
-        )
-    return int(match[1])
-
-
-def required_version(if_match: str | None) -> int:
-    """The version `If-Match` names, where a write must name one."""
-    value = None if if_match is None else if_match.strip()
-    # `*` names no version, so it cannot stand in for one.
-    if value is None or value == "*":
-        raise Problem(
-            PRECONDITION_REQUIRED,
-            'Send If-Match with the ETag of your last read, e.g. If-Match: "3".',
-        )
-    return _parse_etag(value)
-
-
-def optional_version(if_match: str | None) -> int | None:
-    """The version `If-Match` names, or None when it is absent or `*` (which asks only that
-    the resource exist, as every write checks anyway)."""
-    value = None if if_match is None else if_match.strip()
-    if value is None or value == "*":
-        return None
-    return _parse_etag(value)
 
 
 Handler = Callable[..., Any]

@@ -35,7 +35,6 @@ from reference_service.policy import Policy, Quota, RateLimitPolicy
 from tests.reference_service.conftest import DatabaseUrls, Tenants
 from tests.reference_service.http.conftest import assert_problem
 
-PROBLEM = "application/problem+json"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 ACCOUNT = {"name": "Main", "currency": "EUR"}
 
