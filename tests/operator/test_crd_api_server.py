@@ -14,11 +14,16 @@ rejected. Each check below names the code it follows, in k8s.io/apiextensions-ap
   `no such key`; it is not false. Objects reach the rules defaulted, but a default as written
   and a rule's own sub-objects can lack any optional field, so every rule must hold its ground
   with each optional field absent.
+- `pkg/apis/apiextensions/validation/validation.go`, `StaticEstimatedCostLimit` and
+  `StaticEstimatedCRDCostLimit`: each rule's estimated cost times the most times its node occurs
+  stays within 10^7, the sum within 10^8. `cel_cost.py` computes an upper bound of cel-go's
+  estimate (its docstring says where it rounds up).
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,6 +33,7 @@ from celpy import celtypes
 
 from adbm_operator import model
 from adbm_operator.crd import build_crd
+from tests.operator import cel_cost
 from tests.operator.cel import rule_outcomes
 
 Schema = dict[str, Any]
@@ -367,9 +373,53 @@ def test_everything_a_rule_can_reach_is_bounded(path: str, node: Schema) -> None
     """The API server estimates each rule's worst-case cost from the declared bounds of what it
     can reach (`maxItems`, `maxProperties`, `maxLength`; without one it assumes the largest
     request) and rejects the CRD above 10^7 per rule or 10^8 in total
-    (`StaticEstimatedCostLimit`, `StaticEstimatedCRDCostLimit` in validation.go). This does not
-    compute the estimate; it holds every rule's reach to declared bounds, which is what keeps it
-    finite. The root rule reads only `metadata.name`, which the API server types as a plain
-    string unless the CRD declares both name and generateName (`cel/model/schemas.go`); it is
-    left out here."""
+    (`StaticEstimatedCostLimit`, `StaticEstimatedCRDCostLimit` in validation.go). Beside the
+    estimate below, this holds every rule's reach to declared bounds, so a rule added later
+    cannot lean on an unbounded field. The root rule reads only `metadata.name`, which the API
+    server types as a plain string unless the CRD declares both name and generateName
+    (`cel/model/schemas.go`); it is left out here, and its estimate is checked below."""
     assert list(unbounded(node, path)) == []
+
+
+RULES = [
+    (path, node, rule["rule"])
+    for path, node in RULE_NODES
+    for rule in node["x-kubernetes-validations"]
+]
+
+
+def estimated_cost(path: str, node: Schema, rule: str) -> int:
+    """The rule's cost bound times the most times its node occurs, as the API server counts."""
+    cost = cel_cost.rule_cost(rule, cel_cost.as_cel_sees(node, is_root=path == ""))
+    return cost * cel_cost.cardinality(ROOT, path)
+
+
+@pytest.mark.parametrize(
+    ("path", "node", "rule"), RULES, ids=[f"{p or '<root>'}:{r[:30]}" for p, _, r in RULES]
+)
+def test_rule_cost_is_within_the_per_rule_limit(path: str, node: Schema, rule: str) -> None:
+    assert estimated_cost(path, node, rule) <= cel_cost.PER_RULE_LIMIT
+
+
+def test_rule_costs_are_within_the_per_crd_limit() -> None:
+    total = sum(estimated_cost(p, n, r) for p, n, r in RULES)
+    assert total <= cel_cost.PER_CRD_LIMIT
+    # Far below it: the bound leaves room for what the estimate rounds up.
+    assert total <= cel_cost.PER_CRD_LIMIT // 10
+
+
+def test_the_cost_bound_rejects_what_the_api_server_rejects() -> None:
+    """The Kubernetes documentation's example: `self.all(x, x.matches(...))` over a list of
+    strings is rejected without maxItems and maxLength, and accepted with small ones."""
+    rule = "self.all(x, x.matches('^[a-zA-Z]*$'))"
+    unbounded = {"type": "array", "items": {"type": "string"}}
+    bounded = {"type": "array", "maxItems": 10, "items": {"type": "string", "maxLength": 10}}
+    assert cel_cost.rule_cost(rule, unbounded) > cel_cost.PER_RULE_LIMIT
+    assert cel_cost.rule_cost(rule, bounded) <= 1000
+    # A rule under a list without maxItems occurs without bound.
+    root = {"type": "object", "properties": {"xs": {"type": "array", "items": {"type": "object"}}}}
+    assert cel_cost.cardinality(root, "xs[]") > cel_cost.PER_CRD_LIMIT
+    # cel-go's matches: ceil(0.1 x (size + 1)) x ceil(0.25 x regex length).
+    assert cel_cost.rule_cost("self.matches('abcd')", {"type": "string", "maxLength": 10}) == (
+        math.ceil(0.1 * 41) * 1 + 1
+    )
