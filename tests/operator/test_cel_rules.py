@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import pytest
 from celpy import celtypes
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, Field, ValidationError
 
@@ -262,11 +262,17 @@ def test_samples_are_invalid_only_through_their_rules(sample: BaseModel) -> None
 # --- generated samples for the numeric and ordering rules ------------------------------------
 
 
+# celpy is slow on a loaded machine, and a per-example deadline is a timing check, not a result.
+no_deadline = settings(deadline=None)
+
+
+@no_deadline
 @given(st.integers(1, 1000), st.integers(1, 1000))
 def test_autoscaling_bounds(least: int, most: int) -> None:
     check(model.Autoscaling.model_construct(min_replicas=least, max_replicas=most))
 
 
+@no_deadline
 @given(st.integers(0, 1000), st.integers(1, 1000), st.sampled_from(model.WorkerScaler))
 def test_worker_autoscaling_bounds(least: int, most: int, scaler: model.WorkerScaler) -> None:
     check(
@@ -276,6 +282,7 @@ def test_worker_autoscaling_bounds(least: int, most: int, scaler: model.WorkerSc
     )
 
 
+@no_deadline
 @given(st.integers(0, 100), st.integers(1, 100))
 def test_pool_sizes(least: int, most: int) -> None:
     check(model.Pool.model_construct(min_size=least, max_size=most))
@@ -308,6 +315,7 @@ def budgeted_specs(draw: st.DrawFn) -> model.BackendServiceSpec:
     return unbudgeted.model_copy(update={"database": database})
 
 
+@no_deadline
 @given(budgeted_specs())
 def test_connection_budget(sample: model.BackendServiceSpec) -> None:
     check(sample)
@@ -321,21 +329,25 @@ instants = st.builds(
 )
 
 
+@no_deadline
 @given(instants, instants | instants.map(lambda t: t.astimezone(UTC)))
 def test_sunset_not_before_deprecation(at: datetime, sunset: datetime) -> None:
     check(deprecated("v1", at, sunset))
 
 
+@no_deadline
 @given(st.lists(st.sampled_from(["orders", "outbox", "accounts"]), min_size=1, max_size=6))
 def test_table_uniqueness(tables: list[str]) -> None:
     check(model.RowLevelSecurity.model_construct(tables=tables))
 
 
+@no_deadline
 @given(st.lists(st.tuples(st.sampled_from([GET, POST]), st.sampled_from(["/a", "/b"])), max_size=5))
 def test_route_uniqueness(keys: list[tuple[model.HttpMethod, str]]) -> None:
     check(model.RateLimit.model_construct(routes=[route(m, p) for m, p in keys]))
 
 
+@no_deadline
 @given(
     st.sampled_from(["v2", "v3"]),
     st.lists(st.sampled_from(["v1", "v2", "v3"]), max_size=4),
@@ -348,6 +360,7 @@ def test_versioning_rules(current: str, versions: list[str]) -> None:
     )
 
 
+@no_deadline
 @given(st.lists(st.sampled_from(["a", "b", "c"]), max_size=4))
 def test_worker_name_uniqueness(names: list[str]) -> None:
     groups = [model.WorkerGroup(name=n, queues=["q"]) for n in names]
@@ -355,6 +368,7 @@ def test_worker_name_uniqueness(names: list[str]) -> None:
 
 
 # RE2 and Python's `re` differ on line ends, so names keep to characters a name could carry.
+@no_deadline
 @given(st.text(alphabet="abzAZ09-._", min_size=1, max_size=70))
 def test_name_rule(name: str) -> None:
     check(named(name))

@@ -133,10 +133,12 @@ class ApiModel(BaseModel):
     @model_validator(mode="wrap")
     @classmethod
     def _check_rules(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
+        if not cls.rules:
+            return handler(data)
         try:
             obj = handler(data)
         except ValidationError as exc:
-            if not (cls.rules and isinstance(data, dict)):
+            if not isinstance(data, dict):
                 raise
             broken = _broken_beside_invalid_fields(cls, data)
             if not broken:
