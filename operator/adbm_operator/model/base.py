@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Self
+from types import UnionType
+from typing import Annotated, Any, ClassVar, Self, Union, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -71,18 +72,49 @@ def _adapter(field: FieldInfo) -> TypeAdapter[Any]:
     return TypeAdapter(Annotated[field.annotation, *field.metadata])  # type: ignore[arg-type]
 
 
-def _broken_beside_invalid_fields(cls: type[ApiModel], data: dict[str, Any]) -> list[Any]:
-    """The rules an object breaks, judged on the fields that validate on their own: with a
-    field error, a user still learns every other problem in one pass, as from the API server."""
+def _lenient(annotation: Any, value: Any) -> Any:
+    """A value that failed validation, rebuilt with every part that fails on its own replaced
+    by `_Invalid`: a list keeps its valid items, an object its valid fields."""
+    if get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    if get_origin(annotation) in (Union, UnionType):
+        if value is None:
+            return None
+        [annotation] = [a for a in get_args(annotation) if a is not type(None)] or [annotation]
+    if get_origin(annotation) is list and isinstance(value, list):
+        [item] = get_args(annotation)
+        adapter: TypeAdapter[Any] = TypeAdapter(item)
+        return [_validated_or_lenient(adapter, item, v) for v in value]
+    if (
+        isinstance(annotation, type)
+        and issubclass(annotation, BaseModel)
+        and isinstance(value, dict)
+    ):
+        return _partial(annotation, value)
+    return _Invalid()
+
+
+def _validated_or_lenient(adapter: TypeAdapter[Any], annotation: Any, value: Any) -> Any:
+    try:
+        return adapter.validate_python(value)
+    except ValidationError:
+        return _lenient(annotation, value)
+
+
+def _partial(cls: type[BaseModel], data: dict[str, Any]) -> BaseModel:
     values: dict[str, Any] = {}
     for name, field in cls.model_fields.items():
         key = field.alias if field.alias in data else name
         if key in data:
-            try:
-                values[name] = _adapter(field).validate_python(data[key])
-            except ValidationError:
-                values[name] = _Invalid()
-    partial = cls.model_construct(**values)
+            values[name] = _validated_or_lenient(_adapter(field), field.annotation, data[key])
+    return cls.model_construct(**values)
+
+
+def _broken_beside_invalid_fields(cls: type[ApiModel], data: dict[str, Any]) -> list[Any]:
+    """The rules an object breaks, judged on the parts that validate on their own: with a field
+    error, a user still learns every other problem in one pass, as from the API server. A rule
+    that reads an invalid part raises TypeError on it and gives no verdict."""
+    partial = _partial(cls, data)
     broken = []
     for rule in cls.rules:
         try:
@@ -104,9 +136,9 @@ def _details(exc: ValidationError) -> list[InitErrorDetails]:
     details = []
     for error in exc.errors():
         if error["type"] == "rule":
-            details.append(
-                InitErrorDetails(**_rule_error(error["msg"], error["input"]), loc=error["loc"])
-            )
+            rule = _rule_error(error["msg"], error["input"])
+            rule["loc"] = error["loc"]
+            details.append(rule)
             continue
         detail = InitErrorDetails(type=error["type"], loc=error["loc"], input=error["input"])
         if "ctx" in error:
