@@ -284,7 +284,8 @@ class AdbmEmulator(kmock.KubernetesEmulator):
 
     async def _handle(self, request: kmock.Request) -> Any:
         method = str(request.method.value)
-        if any(k.lower() == "authorization" for k in request.headers):
+        credentials = any(k.lower() == "authorization" for k in request.headers)
+        if credentials:
             self.api_calls.add(api_call(request))
         if request.resource is not None and method in {"POST", "PUT", "PATCH", "DELETE"}:
             verb = {"POST": "create", "PUT": "update", "DELETE": "delete"}.get(method)
@@ -295,7 +296,11 @@ class AdbmEmulator(kmock.KubernetesEmulator):
         # Skip KubernetesEmulator._handle: it changes the store before any reaction runs. Here the
         # fallbacks below do the writes, so a test's reaction that answers a write (an injected
         # error, say) leaves the store untouched, as a real failed request would.
-        return await super(kmock.KubernetesEmulator, self)._handle(request)
+        response = await super(kmock.KubernetesEmulator, self)._handle(request)
+        if credentials and getattr(response, "status", None) == 201 and method == "PATCH":
+            # An apply that creates is authorized as a `create` too (apiserver's patch.go).
+            self.api_calls.add(api_call(request)._replace(verb="create"))
+        return response
 
     def _get_resources(self) -> list[kmock.resource]:
         # Discovery lists what is registered, not whatever objects happen to be stored.

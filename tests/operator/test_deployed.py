@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -32,6 +33,7 @@ from tests.operator.test_operator import free_port, until
 NS = "payments"
 MODES = {"all-namespaces": [], "watch-namespaces": ["--set", f"watchNamespaces[0]={NS}"]}
 PAUSED = "Pausing operations in favour of"
+WAIT = 120  # seconds; generous, for a loaded machine
 THIRD_PARTY_CRDS = (
     "monitoring.coreos.com_servicemonitors.yaml",
     "keda.sh_scaledobjects.yaml",
@@ -78,8 +80,10 @@ def container(rendered: list[dict[str, Any]]) -> dict[str, Any]:
 def command_line(rendered: list[dict[str, Any]], metrics: int, liveness: int) -> list[str]:
     """The container's arguments, on ports of this machine's choosing."""
     ports = {"--metrics-port": metrics, "--liveness-port": liveness}
-    args = [a.split("=")[0] + f"={ports[a.split('=')[0]]}" if a.split("=")[0] in ports else a
-            for a in container(rendered)["args"]]
+    args = []
+    for arg in container(rendered)["args"]:
+        flag = arg.split("=")[0]
+        args.append(f"{flag}={ports[flag]}" if flag in ports else arg)
     return [str(Path(sys.executable).parent / "adbm-operator"), *args]
 
 
@@ -158,8 +162,7 @@ async def replicas(
 
 
 def _base_env() -> dict[str, str]:
-    import os
-
+    """The test's environment minus its KUBECONFIG and the like: only the process basics."""
     return {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
 
 
@@ -192,16 +195,28 @@ def stray(kind: reconcile.kube.Kind, owner: dict[str, Any]) -> dict[str, Any]:
 async def test_one_replica_acts_and_uses_every_granted_call(
     cluster: AdbmEmulator, installed: list[dict[str, Any]], replicas: list[Path]
 ) -> None:
+    try:
+        await one_acts_and_uses_every_granted_call(cluster, installed, replicas)
+    except (AssertionError, TimeoutError) as exc:
+        tails = "\n".join(
+            f"--- {log.name}\n{log.read_text(errors='replace')[-4000:]}" for log in replicas
+        )
+        raise AssertionError(f"{exc!r}\n{tails}") from exc
+
+
+async def one_acts_and_uses_every_granted_call(
+    cluster: AdbmEmulator, installed: list[dict[str, Any]], replicas: list[Path]
+) -> None:
     peering = next(o for o in installed if o["kind"] in ("ClusterKopfPeering", "KopfPeering"))
 
     async def both_announced() -> bool:
         body = await live(cluster, peering) or {}
         return len(body.get("status") or {}) == 2
 
-    await until(both_announced, timeout=60, what="both replicas in the peering object")
+    await until(both_announced, timeout=WAIT, what="both replicas in the peering object")
     standing_by = await until(
         lambda: [log for log in replicas if PAUSED in log.read_text(errors="replace")],
-        timeout=60,
+        timeout=WAIT,
         what="one replica pausing in favour of the other",
     )
     assert len(standing_by) == 1
@@ -211,10 +226,10 @@ async def test_one_replica_acts_and_uses_every_granted_call(
     owner = await create(cluster, body)
     api = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "payments-api"}}
     api["metadata"]["namespace"] = NS
-    await until(lambda: live(cluster, api), timeout=60, what="the API Deployment")
+    await until(lambda: live(cluster, api), timeout=WAIT, what="the API Deployment")
     scaled = {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": {}}
     scaled["metadata"] = {"name": "payments-worker-notifications", "namespace": NS}
-    await until(lambda: live(cluster, scaled), timeout=60, what="the KEDA ScaledObject")
+    await until(lambda: live(cluster, scaled), timeout=WAIT, what="the KEDA ScaledObject")
 
     strays = [stray(kind, owner) for kind in reconcile.MANAGED_KINDS]
     for obj in strays:
@@ -223,7 +238,7 @@ async def test_one_replica_acts_and_uses_every_granted_call(
     async def all_pruned() -> bool:
         return all([await live(cluster, obj) is None for obj in strays])
 
-    await until(all_pruned, timeout=60, what="every stray child pruned")
+    await until(all_pruned, timeout=WAIT, what="every stray child pruned")
 
     invalid = copy.deepcopy(example_body("full"))
     invalid["metadata"]["name"] = "invalid"
@@ -236,7 +251,7 @@ async def test_one_replica_acts_and_uses_every_granted_call(
             items = (await response.json())["items"]
         return any(e.get("involvedObject", {}).get("name") == "invalid" for e in items)
 
-    await until(warned, timeout=60, what="a Warning event about the invalid spec")
+    await until(warned, timeout=WAIT, what="a Warning event about the invalid spec")
 
     lines = log_lines(standing_by[0])
     paused_at = next(i for i, line in enumerate(lines) if line["message"].startswith(PAUSED))

@@ -1,32 +1,199 @@
-"""The RBAC manifest: valid, and granting every verb the operator's own calls use."""
+"""The chart's RBAC, proven against what the operator does rather than guessed.
+
+The emulator records every request the operator makes (`AdbmEmulator.api_calls`: verb, group,
+resource, subresource, namespace) in every test of the emulator suite. Against those calls, the
+Roles the chart renders are evaluated the way Kubernetes' RBAC authorizer does (rbac/v1
+`RuleAllows`: group, resource or `resource/subresource`, verb; a Role only in its own namespace):
+every call must be granted in the mode it ran in, and every verb a rule grants must have been
+used by some call of that mode. Discovery (`/api`, `/apis/...`) is granted to every
+authenticated user by the `system:discovery` ClusterRole, so it must stay within that.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from adbm_operator import kube, reconcile
-from tests.operator.validation import validate
+from tests.deploy import helm
+from tests.operator.conftest import CALLS_FILE_ENV, RECORDING
+from tests.operator.emulator import ApiCall
 
-MANIFEST = Path(__file__).parents[2] / "deploy" / "operator-rbac.yaml"
+ROOT = Path(__file__).parents[2]
+# The modules whose tests run the operator; the proof needs every one of their tests.
+EMULATOR_SUITE = [
+    "tests/operator/test_operator.py",
+    "tests/operator/test_deployed.py",
+]
+WATCHED = "payments"  # the namespace test_deployed.py installs the namespaced mode for
+# kube-apiserver's bootstrap policy: what `system:discovery` lets any authenticated user GET.
+DISCOVERY = ("/api", "/api/*", "/apis", "/apis/*", "/version", "/healthz", "/livez", "/readyz")
 
 
-def documents() -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all(MANIFEST.read_text()) if d]
+def rules_of(objects: list[dict[str, Any]], kind: str, namespace: str | None = None) -> list[Any]:
+    return [
+        rule
+        for obj in objects
+        if obj["kind"] == kind and obj["metadata"].get("namespace") == namespace
+        for rule in obj.get("rules", [])
+    ]
 
 
-@pytest.mark.parametrize("doc", documents(), ids=lambda d: d["kind"])
-def test_manifest_validates(doc: dict[str, Any]) -> None:
-    validate(doc)
+def allows(rules: Iterable[dict[str, Any]], call: ApiCall) -> bool:
+    """rbac/v1 RuleAllows, without wildcards (the chart has none: a test says so)."""
+    resource = f"{call.resource}/{call.subresource}" if call.subresource else call.resource
+    return any(
+        call.group in rule["apiGroups"]
+        and resource in rule["resources"]
+        and call.verb in rule["verbs"]
+        and not rule.get("resourceNames")
+        for rule in rules
+    )
+
+
+def granted_verbs(rules: Iterable[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    return {
+        (verb, group, resource)
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def used(calls: Iterable[ApiCall]) -> set[tuple[str, str, str]]:
+    return {
+        (c.verb, c.group, f"{c.resource}/{c.subresource}" if c.subresource else c.resource)
+        for c in calls
+        if c.resource
+    }
+
+
+def clusterwide(calls: set[ApiCall]) -> bool:
+    """Whether a run watched BackendServices in every namespace (`-A`)."""
+    return ApiCall("watch", "adbm.io", "backendservices") in calls
+
+
+def recorded_calls() -> list[set[ApiCall]]:
+    """The calls of each test of the emulator suite: this session's, or, when this session did
+    not run all of it, those of a run of just the suite."""
+    if RECORDING.complete(EMULATOR_SUITE):
+        return list(RECORDING.calls.values())
+    target = Path(os.environ.get("TMPDIR", "/tmp")) / f"adbm-api-calls-{os.getpid()}.json"
+    env = {**os.environ, CALLS_FILE_ENV: str(target)}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *EMULATOR_SUITE],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, f"the emulator suite failed:\n{result.stdout[-3000:]}"
+    dump = json.loads(target.read_text())
+    target.unlink()
+    return [{ApiCall(*call) for call in calls} for calls in dump.values()]
+
+
+@pytest.fixture(scope="module")
+def runs() -> list[set[ApiCall]]:
+    calls = recorded_calls()
+    assert calls, "the emulator suite recorded no API call"
+    return calls
+
+
+@pytest.fixture(scope="module")
+def all_namespaces() -> list[dict[str, Any]]:
+    return helm.template()
+
+
+@pytest.fixture(scope="module")
+def some_namespaces() -> list[dict[str, Any]]:
+    return helm.template("--set", f"watchNamespaces[0]={WATCHED}")
+
+
+@pytest.mark.after_emulator_suite
+def test_every_call_of_a_cluster_wide_run_is_granted_and_every_grant_used(
+    runs: list[set[ApiCall]], all_namespaces: list[dict[str, Any]]
+) -> None:
+    rules = rules_of(all_namespaces, "ClusterRole")
+    calls = set().union(*(run for run in runs if clusterwide(run)))
+    assert calls, "no emulator test ran the operator cluster-wide"
+    denied = sorted(str(c) for c in calls if c.resource and not allows(rules, c))
+    assert denied == [], "calls the chart's ClusterRole does not grant"
+    assert sorted(granted_verbs(rules) - used(calls)) == [], "granted, never used"
+
+
+@pytest.mark.after_emulator_suite
+def test_every_call_of_a_namespaced_run_is_granted_and_every_grant_used(
+    runs: list[set[ApiCall]], some_namespaces: list[dict[str, Any]]
+) -> None:
+    cluster_rules = rules_of(some_namespaces, "ClusterRole")
+    role_rules = rules_of(some_namespaces, "Role", WATCHED)
+    assert role_rules, f"no Role in {WATCHED}"
+    in_namespace, cluster_scoped = set(), set()
+    for run in (run for run in runs if not clusterwide(run)):
+        # Another test's namespace stands for WATCHED: the Role is the same in every one.
+        for call in (c for c in run if c.resource):
+            if call.namespace is None:
+                cluster_scoped.add(call)
+            else:
+                in_namespace.add(call._replace(namespace=WATCHED))
+    assert in_namespace, "no emulator test ran the operator on a list of namespaces"
+    denied = [c for c in cluster_scoped if not allows(cluster_rules, c)]
+    denied += [c for c in in_namespace if not allows(role_rules + cluster_rules, c)]
+    assert sorted(map(str, denied)) == [], "calls the chart's Roles do not grant"
+    assert sorted(granted_verbs(role_rules) - used(in_namespace)) == [], "Role: never used"
+    assert sorted(granted_verbs(cluster_rules) - used(cluster_scoped)) == [], "never used"
+
+
+@pytest.mark.after_emulator_suite
+def test_discovery_stays_within_what_every_authenticated_user_may_read(
+    runs: list[set[ApiCall]],
+) -> None:
+    for call in {c for run in runs for c in run if not c.resource}:
+        assert call.verb == "get", call
+        assert any(
+            call.path == p or (p.endswith("/*") and call.path.startswith(p[:-1])) for p in DISCOVERY
+        ), call
+
+
+# The chart's rules in general: no wildcards, no escalation, Secrets read-only.
+
+
+def test_no_wildcards_and_no_privilege_escalation_verbs(
+    all_namespaces: list[dict[str, Any]], some_namespaces: list[dict[str, Any]]
+) -> None:
+    for objects in (all_namespaces, some_namespaces):
+        for obj in (o for o in objects if o["kind"] in ("ClusterRole", "Role")):
+            for rule in obj["rules"]:
+                for field in ("apiGroups", "resources", "verbs"):
+                    assert "*" not in rule[field], (obj["kind"], rule)
+                assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), rule
+
+
+def test_a_list_of_namespaces_gets_a_role_in_each_and_no_cluster_wide_namespaced_grant() -> None:
+    objects = helm.template("--set", "watchNamespaces={shop,payments}")
+    for namespace in ("shop", "payments"):
+        assert rules_of(objects, "Role", namespace)
+        binding = helm.one(
+            [o for o in objects if o["metadata"].get("namespace") == namespace], "RoleBinding"
+        )
+        assert binding["roleRef"]["kind"] == "Role"
+    cluster = {r for rule in rules_of(objects, "ClusterRole") for r in rule["resources"]}
+    assert cluster == {"customresourcedefinitions", "namespaces"}
 
 
 def granted(group: str, resource: str) -> set[str]:
-    role = next(d for d in documents() if d["kind"] == "ClusterRole")
     verbs: set[str] = set()
-    for rule in role["rules"]:
+    for rule in rules_of(helm.template(), "ClusterRole"):
         if group in rule["apiGroups"] and resource in rule["resources"]:
             verbs |= set(rule["verbs"])
     return verbs
