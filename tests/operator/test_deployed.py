@@ -25,7 +25,7 @@ import yaml
 
 from adbm_operator import reconcile
 from adbm_operator.specs import labels
-from tests.deploy import helm
+from tests.chart import helm
 from tests.operator.emulator import AdbmEmulator, register_standard_resources, vendored_crd
 from tests.operator.specs.support import example_body
 from tests.operator.test_operator import free_port, until
@@ -117,9 +117,9 @@ async def replicas(
     cluster: AdbmEmulator,
     installed: list[dict[str, Any]],
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[list[Path]]:
-    """Two replicas of the chart's container, each logging to a file of its own."""
+    """Two replicas of the chart's container, each logging to a file of its own. The second starts
+    once the first has announced itself, as in a rolling start."""
     kubeconfig = tmp_path / "kubeconfig"
     server = str(cluster.url).rstrip("/")
     kubeconfig.write_text(
@@ -138,9 +138,16 @@ async def replicas(
     )
     env_names = {e["name"] for e in container(installed)["env"]}
     assert env_names == {"POD_ID"}, "the chart sets exactly Kopf's identity"
+    peering = next(o for o in installed if o["kind"] in ("ClusterKopfPeering", "KopfPeering"))
     logs, processes = [], []
     try:
         for index in range(2):
+
+            async def announced(count: int = index) -> bool:
+                body = await live(cluster, peering) or {}
+                return len(body.get("status") or {}) == count
+
+            await until(announced, timeout=WAIT, what=f"{index} replicas in the peering object")
             log = tmp_path / f"replica-{index}.log"
             logs.append(log)
             env = {"KUBECONFIG": str(kubeconfig), "POD_ID": f"adbm-operator-{index}"}

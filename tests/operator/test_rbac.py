@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from adbm_operator import kube, reconcile
-from tests.deploy import helm
+from tests.chart import helm
 from tests.operator.conftest import CALLS_FILE_ENV, RECORDING
 from tests.operator.emulator import ApiCall
 

@@ -17,7 +17,7 @@ import adbm_operator
 from adbm_operator import cli, specs
 from adbm_operator.model import parse
 from adbm_operator.specs import pod
-from tests.deploy import helm
+from tests.chart import helm
 from tests.operator import validation
 
 README = helm.CHART / "README.md"

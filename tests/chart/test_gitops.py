@@ -17,7 +17,7 @@ import yaml
 
 from adbm_operator import crd, status
 from adbm_operator.status import Observation, Rollout
-from tests.deploy import helm
+from tests.chart import helm
 
 DOC = helm.ROOT / "docs" / "gitops.md"
 LUA = helm.ROOT / "docs" / "gitops" / "argocd-health-backendservice.lua"

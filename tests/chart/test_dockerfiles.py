@@ -16,7 +16,7 @@ from dockerfile_parse import DockerfileParser
 import adbm_operator
 from adbm_operator import model, specs
 from adbm_operator.specs import pod
-from tests.deploy import helm
+from tests.chart import helm
 
 ROOT = helm.ROOT
 OPERATOR = ROOT / "operator" / "Dockerfile"
