@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -29,13 +30,19 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def template(*args: str, include_crds: bool = False) -> list[dict[str, Any]]:
-    """Every object `helm install adbm charts/adbm-operator -n adbm-system ARGS` would create."""
-    extra = ["--include-crds"] if include_crds else []
-    result = run("template", RELEASE, str(CHART), "--namespace", NAMESPACE, *extra, *args)
+@functools.cache
+def _rendered(args: tuple[str, ...]) -> str:
+    result = run("template", RELEASE, str(CHART), "--namespace", NAMESPACE, *args)
     if result.returncode != 0:
         raise AssertionError(f"helm template {' '.join(args)}: {result.stderr}")
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    return result.stdout
+
+
+def template(*args: str, include_crds: bool = False) -> list[dict[str, Any]]:
+    """Every object `helm install adbm charts/adbm-operator -n adbm-system ARGS` would create
+    (rendered once per session and arguments; each call gets its own copy to change)."""
+    extra = ("--include-crds",) if include_crds else ()
+    return [doc for doc in yaml.safe_load_all(_rendered((*extra, *args))) if doc]
 
 
 def one(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:

@@ -299,3 +299,17 @@ def test_readme_install_path() -> None:
     assert readme.index("helm install adbm charts/adbm-operator") < readme.index(
         "kubectl apply -f examples/minimal.yaml"
     )
+
+
+def test_priority_random_gives_each_replica_its_own_and_bad_input_exits_2(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    drawn = {cli.build_parser().parse_args(["run", "-A", "--priority=random"]).priority}
+    drawn |= {cli.build_parser().parse_args(["run", "-A", "--priority=random"]).priority}
+    assert len(drawn) == 2 and all(p > 0 for p in drawn)
+    assert cli.build_parser().parse_args(["run", "-A", "--priority=7"]).priority == 7
+    with pytest.raises(SystemExit) as exit_info:
+        cli.build_parser().parse_args(["run", "-A", "--priority=high"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "not an integer or 'random': 'high'" in err and "Traceback" not in err

@@ -216,18 +216,25 @@ async def one_acts_and_uses_every_granted_call(
 ) -> None:
     peering = next(o for o in installed if o["kind"] in ("ClusterKopfPeering", "KopfPeering"))
 
-    async def both_announced() -> bool:
+    async def both_announced() -> dict[str, Any] | None:
         body = await live(cluster, peering) or {}
-        return len(body.get("status") or {}) == 2
+        return body if len(body.get("status") or {}) == 2 else None
 
-    await until(both_announced, timeout=WAIT, what="both replicas in the peering object")
-    standing_by = await until(
-        lambda: [log for log in replicas if PAUSED in log.read_text(errors="replace")],
-        timeout=WAIT,
-        what="one replica pausing in favour of the other",
-    )
-    assert len(standing_by) == 1
-    acting = next(log for log in replicas if log not in standing_by)
+    announced = await until(both_announced, timeout=WAIT, what="both replicas in the peering")
+    # Kopf: the live replica with the highest priority acts. A replica starts paused and resumes
+    # only on seeing itself the highest; the first one, alone at first, pauses (and says so) when
+    # a higher one joins.
+    priorities = {peer: info["priority"] for peer, info in announced["status"].items()}
+    assert len(set(priorities.values())) == 2, "--priority=random gave each its own"
+    leader = max(priorities, key=priorities.__getitem__)
+    acting = replicas[int(leader.rsplit("-", 1)[1])]
+    standby = next(log for log in replicas if log != acting)
+    if standby == replicas[0]:
+        await until(
+            lambda: PAUSED in standby.read_text(errors="replace"),
+            timeout=WAIT,
+            what="the first replica pausing in favour of the second",
+        )
 
     body = copy.deepcopy(example_body("full"))
     owner = await create(cluster, body)
@@ -260,8 +267,12 @@ async def one_acts_and_uses_every_granted_call(
 
     await until(warned, timeout=WAIT, what="a Warning event about the invalid spec")
 
-    lines = log_lines(standing_by[0])
-    paused_at = next(i for i, line in enumerate(lines) if line["message"].startswith(PAUSED))
-    handled = [line for line in lines[paused_at:] if line.get("object")]
-    assert handled == [], "the replica standing by handles nothing once it paused"
+    lines = log_lines(standby)
+    paused_at = next(
+        (i for i, line in enumerate(lines) if line["message"].startswith(PAUSED)), None
+    )
+    if paused_at is None:  # the second replica, the lower: paused from its start, never resumed
+        assert not [line for line in lines if line["message"].startswith("Resuming")]
+    handled = [line for line in lines[paused_at or 0 :] if line.get("object")]
+    assert handled == [], "the replica standing by handles nothing while the other acts"
     assert any((line.get("object") or {}).get("name") == "payments" for line in log_lines(acting))
