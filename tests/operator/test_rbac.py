@@ -19,12 +19,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import kmock as kmock_lib
 import pytest
 
 from adbm_operator import kube, reconcile
 from tests.chart import helm
 from tests.operator.conftest import CALLS_FILE_ENV, RECORDING
-from tests.operator.emulator import ApiCall
+from tests.operator.emulator import AdbmEmulator, ApiCall, api_call, register_standard_resources
 
 ROOT = Path(__file__).parents[2]
 # The modules whose tests run the operator; the proof needs every one of their tests.
@@ -85,7 +86,11 @@ def recorded_calls() -> list[set[ApiCall]]:
     """The calls of each test of the emulator suite: this session's, or, when this session did
     not run all of it, those of a run of just the suite."""
     if RECORDING.complete(EMULATOR_SUITE):
-        return list(RECORDING.calls.values())
+        return [
+            calls
+            for test, calls in RECORDING.calls.items()
+            if test.split("::")[0] in EMULATOR_SUITE
+        ]
     target = Path(os.environ.get("TMPDIR", "/tmp")) / f"adbm-api-calls-{os.getpid()}.json"
     env = {**os.environ, CALLS_FILE_ENV: str(target)}
     result = subprocess.run(
@@ -213,3 +218,64 @@ def test_secrets_are_read_only_and_status_is_writable() -> None:
     assert "delete" not in granted("adbm.io", "backendservices")
     bsvc = kube.KINDS[("adbm.io/v1alpha1", "BackendService")]
     assert {"get", "list", "watch", "patch"} <= granted("adbm.io", bsvc.plural)
+
+
+# The recorder itself: requests mapped to RBAC attributes as the API server maps them.
+
+
+def request(method: str, namespace: str | None, name: str | None, **params: str) -> Any:
+    return kmock_lib.Request(
+        method=method,
+        params=params,
+        resource=kmock_lib.resource("apps", "v1", "deployments"),
+        namespace=namespace,
+        name=name,
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "namespace", "name", "params", "verb"),
+    [
+        ("GET", "shop", "api", {}, "get"),
+        ("GET", "shop", None, {}, "list"),
+        ("GET", None, None, {}, "list"),
+        ("GET", "shop", None, {"watch": "true"}, "watch"),
+        ("GET", None, None, {"watch": "1"}, "watch"),
+        ("GET", "shop", None, {"watch": "false"}, "list"),
+        ("POST", "shop", None, {}, "create"),
+        ("PUT", "shop", "api", {}, "update"),
+        ("PATCH", "shop", "api", {}, "patch"),
+        ("DELETE", "shop", "api", {}, "delete"),
+        ("DELETE", "shop", None, {}, "deletecollection"),
+    ],
+)
+def test_requests_map_to_the_verbs_rbac_checks(
+    method: str, namespace: str | None, name: str | None, params: dict[str, str], verb: str
+) -> None:
+    call = api_call(request(method, namespace, name, **params))
+    assert call == ApiCall(verb, "apps", "deployments", "", namespace)
+
+
+@pytest.fixture
+def kmock_options() -> dict[str, Any]:
+    return {"cls": AdbmEmulator}
+
+
+async def test_an_apply_that_creates_is_also_a_create_and_only_credentials_are_recorded(
+    kmock: kmock_lib.RawHandler,
+) -> None:
+    assert isinstance(kmock, AdbmEmulator)
+    register_standard_resources(kmock)
+    path = "/api/v1/namespaces/shop/configmaps/settings"
+    apply = {"Content-Type": "application/apply-patch+yaml", "Authorization": "Bearer t"}
+    body = '{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"}}'
+    configmaps = ("", "configmaps", "", "shop")
+    async with kmock.patch(path, params={"fieldManager": "m"}, data=body, headers=apply) as r:
+        assert r.status == 201
+    assert kmock.api_calls == {ApiCall("patch", *configmaps), ApiCall("create", *configmaps)}
+    kmock.api_calls.clear()
+    async with kmock.patch(path, params={"fieldManager": "m"}, data=body, headers=apply) as r:
+        assert r.status == 200
+    async with kmock.get(path) as r:  # no credentials: a test's own request
+        assert r.status == 200
+    assert kmock.api_calls == {ApiCall("patch", *configmaps)}
