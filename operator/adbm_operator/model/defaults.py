@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from adbm_operator import __version__
+
 if TYPE_CHECKING:
     from .resource import BackendService
     from .spec import Autoscaling, BackendServiceSpec
 
-IMAGE = "adbm/reference-service:0.1.0"
+# This release's reference-service image (reference_service/Dockerfile builds it).
+IMAGE = f"adbm/reference-service:{__version__}"
 COLLECTOR_IMAGE = "otel/opentelemetry-collector:0.140.0"
 API_REPLICAS = 2
 WORKER_REPLICAS = 1
