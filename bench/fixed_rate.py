@@ -17,6 +17,8 @@ import json
 import statistics
 import sys
 import time
+from collections import Counter
+from typing import Any
 from urllib.parse import urlsplit
 
 
@@ -60,7 +62,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
 
-async def run(url: str, rate: float, seconds: float, headers: list[str]) -> dict[str, float]:
+async def run(url: str, rate: float, seconds: float, headers: list[str]) -> dict[str, Any]:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     target = parts.path + (f"?{parts.query}" if parts.query else "")
@@ -69,19 +71,18 @@ async def run(url: str, rate: float, seconds: float, headers: list[str]) -> dict
     conns = _Connections(host, port)
     latencies: list[float] = []
     lags: list[float] = []
-    failures = 0
+    failures: Counter[str] = Counter()
 
     async def one(scheduled: float) -> None:
-        nonlocal failures
         try:
             status, conn = await _exchange(conns, request)
-        except (OSError, asyncio.IncompleteReadError):
-            failures += 1
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            failures[type(exc).__name__] += 1
             return
         latencies.append(time.perf_counter() - scheduled)
         conns.give(conn)
         if status >= 400:
-            failures += 1
+            failures[str(status)] += 1
 
     total = int(rate * seconds)
     tasks: set[asyncio.Task[None]] = set()
@@ -104,7 +105,8 @@ async def run(url: str, rate: float, seconds: float, headers: list[str]) -> dict
         "rate": rate,
         "sent": total,
         "completed": len(latencies),
-        "failures": failures,
+        "failures": sum(failures.values()),
+        "failure_kinds": dict(failures),
         "offered_rps": total / (sent_by - start),
         "p50_ms": percentile(latencies, 50) * 1000,
         "p95_ms": percentile(latencies, 95) * 1000,

@@ -265,7 +265,7 @@ def _cases(env: Env, work: Path) -> list[Case]:
     ]
 
 
-def _fixed_rate(env: Env, case: Case) -> dict[str, float]:
+def _fixed_rate(env: Env, case: Case) -> dict[str, Any]:
     rate = 0.8 * _median(case, "rps")
     url = f"http://127.0.0.1:{env.ports[case.server]}{case.path}"
     command = [
@@ -283,7 +283,7 @@ def _fixed_rate(env: Env, case: Case) -> dict[str, float]:
     for header in env.headers:
         command += ["-H", header]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
-    result: dict[str, float] = json.loads(done.stdout)
+    result: dict[str, Any] = json.loads(done.stdout)
     return result
 
 
@@ -297,7 +297,13 @@ def _wait_ready(url: str, headers: dict[str, str]) -> None:
     raise RuntimeError(f"{url} did not answer 200 within 60 s")
 
 
-def _report(cases: list[Case], fixed: dict[str, dict[str, float]], args: argparse.Namespace) -> str:
+def _failures(result: dict[str, Any]) -> str:
+    kinds = result.get("failure_kinds") or {}
+    detail = ", ".join(f"{count} x {kind}" for kind, count in sorted(kinds.items()))
+    return f"{result['failures']:.0f}" + (f" ({detail})" if detail else "")
+
+
+def _report(cases: list[Case], fixed: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
     rows = []
     for c in cases:
         rows.append(
@@ -371,7 +377,7 @@ def _report(cases: list[Case], fixed: dict[str, dict[str, float]], args: argpars
             f"{r['p50_ms']:.1f}",
             f"{r['p95_ms']:.1f}",
             f"{r['p99_ms']:.1f}",
-            f"{r['failures']:.0f}",
+            _failures(r),
             f"{r['start_lag_p99_ms']:.2f}",
             f"{r['client_cpu_share']:.0%}",
         ]
@@ -502,6 +508,8 @@ def _run(args: argparse.Namespace, stack: contextlib.ExitStack) -> str:
                 f"round {round_no}: {case.name}: {case.runs[-1]['rps']:,.0f} RPS", file=sys.stderr
             )
     fixed = {case.name: _fixed_rate(env, case) for case in cases if case.fixed_rate}
+    for name, result in fixed.items():
+        print(f"fixed rate: {name}: {json.dumps(result)}", file=sys.stderr)
     return _report(cases, fixed, args)
 
 
