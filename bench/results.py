@@ -65,7 +65,10 @@ def machine(packages: Sequence[str] = ()) -> str:
 def record(title: str, label: str, body: str, packages: Sequence[str] = ()) -> None:
     """Append one dated run to RESULTS.md."""
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    command = shlex.join([".venv/bin/python", *sys.argv])
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    # Run as `python -m bench.x`, argv[0] is the file's absolute path: show the module instead.
+    program = ["-m", spec.name] if spec is not None else [sys.argv[0]]
+    command = shlex.join([".venv/bin/python", *program, *sys.argv[1:]])
     entry = (
         f"\n## {title}: {now} ({label})\n\n"
         f"- **Command:** `{command}`\n{machine(packages)}\n\n{body.rstrip()}\n"
