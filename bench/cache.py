@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with local_servers.postgres() as pg, local_servers.redis() as rd:
             text = asyncio.run(_run(args, pg, rd))
-    except local_servers.MissingTool as exc:
+    except local_servers.Unavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(text)

@@ -23,8 +23,16 @@ from pathlib import Path
 PG_BIN = Path(os.environ.get("BENCH_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
 
-class MissingTool(RuntimeError):
-    """A program the benchmark needs is not installed; the message says how to get it."""
+class Unavailable(RuntimeError):
+    """A program the benchmark needs is missing or does not start; the message says why."""
+
+
+def _run(args: list[str], what: str) -> None:
+    try:
+        subprocess.run(args, check=True, capture_output=True, text=True)
+    except subprocess.CalledProcessError as exc:
+        detail = (exc.stderr or exc.stdout or "").strip().splitlines()
+        raise Unavailable(f"{what} failed: {detail[-1] if detail else exc}") from None
 
 
 def free_port() -> int:
@@ -61,60 +69,38 @@ def _as_postgres_user(args: list[str]) -> list[str]:
 def postgres(cpus: str | None = None) -> Iterator[Postgres]:
     """A fresh cluster (trust authentication on 127.0.0.1) with pg_stat_statements loaded."""
     if not (PG_BIN / "initdb").exists():
-        raise MissingTool(
+        raise Unavailable(
             f"no initdb in {PG_BIN} (apt-get install -y postgresql, or set BENCH_PG_BIN)"
         )
     base = Path(tempfile.mkdtemp(prefix="adbm-bench-pg-"))
-    if os.geteuid() == 0:
-        shutil.chown(base, "postgres", "postgres")
-    data = base / "data"
-    port = free_port()
-    subprocess.run(
-        _as_postgres_user(
-            [
-                str(PG_BIN / "initdb"),
-                "-D",
-                str(data),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-            ]
-        ),
-        check=True,
-        capture_output=True,
-    )
+    data, port = base / "data", free_port()
+    pg_ctl = str(PG_BIN / "pg_ctl")
     options = (
         f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={base}"
         " -c shared_preload_libraries=pg_stat_statements -c max_connections=200"
     )
     pin = ["taskset", "-c", cpus] if cpus else []
-    subprocess.run(
-        _as_postgres_user(
-            [
-                *pin,
-                str(PG_BIN / "pg_ctl"),
-                "-D",
-                str(data),
-                "-o",
-                options,
-                "-l",
-                str(base / "log"),
-                "-w",
-                "start",
-            ]
-        ),
-        check=True,
-        capture_output=True,
-    )
+    started = False
     try:
+        if os.geteuid() == 0:
+            shutil.chown(base, "postgres", "postgres")
+        initdb = [str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"]
+        _run(_as_postgres_user([*initdb, "-E", "UTF8"]), "initdb")
+        log = str(base / "log")
+        _run(
+            _as_postgres_user(
+                [*pin, pg_ctl, "-D", str(data), "-o", options, "-l", log, "-w", "start"]
+            ),
+            "pg_ctl start",
+        )
+        started = True
         yield Postgres(port, data)
     finally:
-        subprocess.run(
-            _as_postgres_user([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
-            capture_output=True,
-        )
+        if started:
+            subprocess.run(
+                _as_postgres_user([pg_ctl, "-D", str(data), "-m", "immediate", "stop"]),
+                capture_output=True,
+            )
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -133,7 +119,7 @@ def redis(cpus: str | None = None) -> Iterator[Redis]:
     """A redis-server without persistence, stopped afterwards."""
     binary = shutil.which("redis-server")
     if binary is None:
-        raise MissingTool("no redis-server on PATH (apt-get install -y redis-server)")
+        raise Unavailable("no redis-server on PATH (apt-get install -y redis-server)")
     port = free_port()
     pin = ["taskset", "-c", cpus] if cpus else []
     proc = subprocess.Popen(

@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             seeded = time.perf_counter() - start
             print(f"{depths[-1] + PAGE:,} rows in {seeded:.1f} s", file=sys.stderr)
             rows = asyncio.run(_measure(scratch, depths, args))
-    except local_servers.MissingTool as exc:
+    except local_servers.Unavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     text = (

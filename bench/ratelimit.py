@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                     lim.runs.append(asyncio.run(_measure(lim, rd, client, args)))
                     print(f"{lim.name}: {lim.runs[-1]['dps']:,.0f}/s", file=sys.stderr)
                     client.flushall()
-    except local_servers.MissingTool as exc:
+    except local_servers.Unavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     text = _report(limiters, args)

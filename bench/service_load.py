@@ -420,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         wrk_run.require_wrk()
         with contextlib.ExitStack() as stack:
             text = _run(args, stack)
-    except local_servers.MissingTool as exc:
+    except local_servers.Unavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(text)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.local_servers import MissingTool
+from bench.local_servers import Unavailable
 
 SCRIPTS = Path(__file__).parent / "wrk"
 
@@ -18,7 +18,7 @@ SCRIPTS = Path(__file__).parent / "wrk"
 def require_wrk() -> str:
     binary = shutil.which("wrk")
     if binary is None:
-        raise MissingTool("wrk is not installed: apt-get install -y wrk (Debian package 'wrk')")
+        raise Unavailable("wrk is not installed: apt-get install -y wrk (Debian package 'wrk')")
     return binary
 
 
