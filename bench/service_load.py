@@ -265,8 +265,8 @@ def _cases(env: Env, work: Path) -> list[Case]:
     ]
 
 
-def _fixed_rate(env: Env, case: Case) -> dict[str, Any]:
-    rate = 0.8 * _median(case, "rps")
+def _fixed_rate(env: Env, case: Case, rate: float | None = None) -> dict[str, Any]:
+    rate = 0.8 * _median(case, "rps") if rate is None else rate
     url = f"http://127.0.0.1:{env.ports[case.server]}{case.path}"
     command = [
         "taskset",
@@ -280,7 +280,7 @@ def _fixed_rate(env: Env, case: Case) -> dict[str, Any]:
         "--seconds",
         str(env.args.fixed_seconds),
     ]
-    for header in env.headers:
+    for header in env.headers if case.server == "service" else []:
         command += ["-H", header]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     result: dict[str, Any] = json.loads(done.stdout)
@@ -508,6 +508,12 @@ def _run(args: argparse.Namespace, stack: contextlib.ExitStack) -> str:
                 f"round {round_no}: {case.name}: {case.runs[-1]['rps']:,.0f} RPS", file=sys.stderr
             )
     fixed = {case.name: _fixed_rate(env, case) for case in cases if case.fixed_rate}
+    # The control: the same client at the highest of those rates against a server that does
+    # next to nothing. Its latency is the floor the client and the machine add.
+    top = max(fixed.values(), key=lambda r: float(r["rate"]))
+    fixed[f"control: {cases[0].name}, same client and rate"] = _fixed_rate(
+        env, cases[0], float(top["rate"])
+    )
     for name, result in fixed.items():
         print(f"fixed rate: {name}: {json.dumps(result)}", file=sys.stderr)
     return _report(cases, fixed, args)
