@@ -378,6 +378,7 @@ def _report(cases: list[Case], fixed: dict[str, dict[str, Any]], args: argparse.
             f"{r['p95_ms']:.1f}",
             f"{r['p99_ms']:.1f}",
             _failures(r),
+            f"{r['connections']:.0f}",
             f"{r['start_lag_p99_ms']:.2f}",
             f"{r['client_cpu_share']:.0%}",
         ]
@@ -392,6 +393,7 @@ def _report(cases: list[Case], fixed: dict[str, dict[str, Any]], args: argparse.
             "p95 ms",
             "p99 ms",
             "failures",
+            "connections opened",
             "client start lag p99 ms",
             "client core busy",
         ],
