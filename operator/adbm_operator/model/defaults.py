@@ -7,16 +7,16 @@ as its default.
 
 from __future__ import annotations
 
+from importlib import metadata
 from typing import TYPE_CHECKING, Any
-
-from adbm_operator import __version__
 
 if TYPE_CHECKING:
     from .resource import BackendService
     from .spec import Autoscaling, BackendServiceSpec
 
-# This release's reference-service image (reference_service/Dockerfile builds it).
-IMAGE = f"adbm/reference-service:{__version__}"
+# This release's reference-service image (reference_service/Dockerfile builds it), tagged with
+# the installed distribution's version: the model imports nothing else of the operator.
+IMAGE = f"adbm/reference-service:{metadata.version('adbm')}"
 COLLECTOR_IMAGE = "otel/opentelemetry-collector:0.140.0"
 API_REPLICAS = 2
 WORKER_REPLICAS = 1
