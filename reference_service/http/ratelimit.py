@@ -37,8 +37,11 @@ seconds, rounded up, at least 1).
 
 When Redis is unavailable
 -------------------------
-A Redis error, or no answer within `timeout_seconds` (50 ms by default), decides by
-`on_redis_unavailable`:
+A Redis error, or no answer within `timeout_seconds` (50 ms by default) of time Redis had to
+answer, decides by `on_redis_unavailable`. The deadline measures Redis, not the event loop:
+time the loop spent running other requests' work while the reply may already have been queued
+does not count (see `RateLimiter._redis_in_time`), up to `patience_seconds` (1 s) in all, so a
+saturated but healthy service never takes this path:
 
 - `FailOpen`: a GCRA bucket in this process's memory with the same quota decides instead. It
   is per process: with N replicas (times workers) the effective limit is up to N times the
@@ -108,6 +111,8 @@ _REDIS_RETRY_SECONDS: Final = 0.25
 # Local buckets are pruned once there are this many, dropping those that are full again
 # (which hold no information), so a flood of distinct scopes cannot grow memory without bound.
 _LOCAL_PRUNE_AT: Final = 10_000
+# The shortest wait of one round of `_redis_in_time`: below it, rounds would be mostly overhead.
+_MIN_ROUND_SECONDS: Final = 0.001
 
 Source = Literal["redis", "local", "unavailable"]
 
@@ -208,11 +213,13 @@ class RateLimiter:
         policy: RateLimitPolicy,
         key_prefix: str,
         timeout_seconds: float = 0.05,
+        patience_seconds: float = 1.0,
     ) -> None:
         self._redis = redis_client
         self._policy = policy
         self._prefix = f"{key_prefix}ratelimit:"
         self._timeout = timeout_seconds
+        self._patience = max(timeout_seconds, patience_seconds)
         self._default = LimitedQuota("default", policy.default)
         self._routes: dict[tuple[str, str], LimitedQuota] = {}
         for route in policy.routes:
@@ -225,6 +232,9 @@ class RateLimiter:
             )
         self._local = _LocalBuckets()
         self._redis_skip_until = 0.0
+        # Decisions not taken by Redis (local bucket or 503), for tests and metrics: a healthy
+        # but saturated service must keep this at 0.
+        self.fallbacks = 0
 
     @property
     def policy(self) -> RateLimitPolicy:
@@ -243,13 +253,12 @@ class RateLimiter:
         key = f"{self._prefix}{limited.name}:{scope_id}"
         if time.monotonic() >= self._redis_skip_until:
             try:
-                async with asyncio.timeout(self._timeout):
-                    reply = await self._eval(key, limited)
+                reply = await self._redis_in_time(key, limited)
             except (RedisError, OSError, TimeoutError) as exc:
                 # TimeoutError covers both our deadline and the client's socket timeout.
                 self._redis_skip_until = time.monotonic() + _REDIS_RETRY_SECONDS
                 log.warning(
-                    "rate limiter: Redis unavailable (%s); %s for %.1f s",
+                    "rate limiter: Redis unavailable (%s); %s for %g s",
                     type(exc).__name__,
                     self._policy.on_redis_unavailable,
                     _REDIS_RETRY_SECONDS,
@@ -259,9 +268,43 @@ class RateLimiter:
                 return Decision(
                     bool(allowed), limited, remaining, reset_us / 1e6, retry_us / 1e6, "redis"
                 )
+        self.fallbacks += 1
         if self._policy.on_redis_unavailable == "FailOpen":
             return self._local.check(key, limited)
         return Decision(False, limited, 0, 0.0, _REDIS_RETRY_SECONDS, "unavailable")
+
+    async def _redis_in_time(self, key: str, limited: LimitedQuota) -> list[Any]:
+        """The script's reply, or TimeoutError once Redis itself has had `timeout` to answer.
+
+        The deadline must measure Redis, not the event loop: on a saturated loop a reply that
+        arrived in a millisecond waits behind other requests' work before this coroutine runs
+        again, and a plain `asyncio.timeout` would call a healthy Redis unavailable. So the
+        wait is split into rounds, and of each round only the part the loop was free to notice
+        a reply counts: a wake-up that comes late by `lateness` means the loop was busy with
+        other work for that long, and a reply that came meanwhile was queued, not missing.
+        `asyncio.wait` never cancels the call, so a reply queued at the deadline is still
+        taken. A loop that stays saturated is given up to `patience` in all, after which the
+        Redis client's own socket timeout has long applied anyway.
+        """
+        loop = asyncio.get_running_loop()
+        call = asyncio.ensure_future(self._eval(key, limited))
+        budget = self._timeout
+        give_up_at = loop.time() + self._patience
+        try:
+            while True:
+                asked = max(budget, _MIN_ROUND_SECONDS)
+                started = loop.time()
+                done, _ = await asyncio.wait((call,), timeout=asked)
+                if done:
+                    return call.result()
+                now = loop.time()
+                lateness = now - started - asked
+                budget -= max(0.0, asked - max(0.0, lateness))
+                if budget <= 0 or now >= give_up_at:
+                    raise TimeoutError("Redis did not answer within the rate limiter's deadline")
+        finally:
+            if not call.done():
+                call.cancel()
 
     async def _eval(self, key: str, limited: LimitedQuota) -> list[Any]:
         args = (self._policy.algorithm, limited.interval_us, limited.quota.burst)
