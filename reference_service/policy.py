@@ -37,6 +37,8 @@ class RateLimitPolicy(_Strict):
     on_redis_unavailable: Literal["FailOpen", "FailClosed"] = "FailOpen"
     default: Quota = Quota()
     routes: list[RouteQuota] = []
+    # Per client address, for requests without a valid API key, before the key is looked up.
+    unauthenticated: Quota = Quota(requests=10, period_seconds=1, burst=20)
 
 
 class DeprecatedVersion(_Strict):

@@ -4,16 +4,23 @@ Only the SHA-256 of a key is stored and compared. The lookup (`db.admin.authenti
 with no tenant set, through `adbm_authenticate`, a SECURITY DEFINER function: the app role
 cannot read `api_keys` across tenants (RLS), yet must find a key's tenant before it knows any
 tenant. It is one pipelined round trip; a value that is not shaped like a key costs none.
+
+Answers are cached in the process for `keycache.KEY_CACHE_SECONDS` (a revoked key is refused
+within that bound). A request whose key is not a cached good one is first charged to its client
+address's `unauthenticated` rate limit (`ratelimit`), so wrong keys are refused with 429s
+before they cost lookups.
 """
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from reference_service.db.admin import Principal, authenticate
+from reference_service.http import ratelimit
+from reference_service.http.keycache import Unknown
 from reference_service.http.problems import UNAUTHORIZED, Problem
 from reference_service.http.state import Svc
 
@@ -30,12 +37,22 @@ def _refused(detail: str) -> Problem:
 
 async def current_principal(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    request: Request,
+    response: Response,
     svc: Svc,
 ) -> Principal:
-    """FastAPI dependency: who is calling (every query then runs as its tenant), or a 401."""
-    if credentials is None:
+    """FastAPI dependency: who is calling (every query then runs as its tenant), a 401, or a
+    429 when this address sent too many requests without a valid key."""
+    key = None if credentials is None else credentials.credentials
+    cached = None if key is None else svc.key_cache.get(key)
+    if cached is not None and not isinstance(cached, Unknown):
+        return cached
+    await ratelimit.enforce_unauthenticated(svc.rate_limiter, request, response)
+    if key is None:
         raise _refused("Send an API key as `Authorization: Bearer <key>`.")
-    principal = await authenticate(svc.database, credentials.credentials)
+    principal = None if cached is not None else await authenticate(svc.database, key)
+    if cached is None:
+        svc.key_cache.put(key, principal)
     if principal is None:
         # The same answer for a malformed, unknown or revoked key: nothing to probe for.
         raise _refused("The API key is not valid.")

@@ -19,6 +19,16 @@ it) and has its own bucket, named `"<METHOD> <path>"` (`method` as written in th
 The scope is the principal's tenant (`scope: Tenant`) or API key (`scope: ApiKey`); routes
 without authentication are limited per client IP.
 
+Requests without a valid key
+----------------------------
+A request to an authenticated route whose key is not known good (no key, a wrong or revoked
+one, or a valid one not yet in the process's key cache, `keycache`) is first charged to the
+`unauthenticated` quota of its client address (bucket `unauthenticated`, scope `ip:<address>`),
+one Redis round trip, and refused with a 429 there before its key costs a database lookup. So
+wrong keys cannot make the database work faster than that quota, and a valid key seen in the
+last `KEY_CACHE_SECONDS` goes straight to its tenant's bucket: one Redis round trip per request.
+Another address's failures never touch a caller's buckets.
+
 Response headers (draft-ietf-httpapi-ratelimit-headers, structured fields, RFC 9651)
 -----------------------------------------------------------------------------------
 Every response of a rate-limited route carries, for the quota that applied::
@@ -221,6 +231,7 @@ class RateLimiter:
         self._timeout = timeout_seconds
         self._patience = max(timeout_seconds, patience_seconds)
         self._default = LimitedQuota("default", policy.default)
+        self._unauthenticated = LimitedQuota("unauthenticated", policy.unauthenticated)
         self._routes: dict[tuple[str, str], LimitedQuota] = {}
         for route in policy.routes:
             quota = Quota(
@@ -249,7 +260,13 @@ class RateLimiter:
         )
 
     async def check(self, scope_id: str, method: str, route_template: str) -> Decision:
-        limited = self.quota_for(method, route_template)
+        return await self._decide(scope_id, self.quota_for(method, route_template))
+
+    async def check_unauthenticated(self, scope_id: str) -> Decision:
+        """The decision for a request without a valid key, before the key is looked up."""
+        return await self._decide(scope_id, self._unauthenticated)
+
+    async def _decide(self, scope_id: str, limited: LimitedQuota) -> Decision:
         key = f"{self._prefix}{limited.name}:{scope_id}"
         if time.monotonic() >= self._redis_skip_until:
             try:
@@ -323,7 +340,19 @@ async def enforce(
     """Admit the request or raise the refusal; `scope_id` names the bucket's owner."""
     route = request.scope.get("route")
     template: str = getattr(route, "path", request.url.path)
-    decision = await limiter.check(scope_id, request.method, template)
+    return admit(request, response, await limiter.check(scope_id, request.method, template))
+
+
+async def enforce_unauthenticated(
+    limiter: RateLimiter, request: Request, response: Response
+) -> Decision:
+    """Admit a request without a valid key (none, unknown or revoked) from this client address,
+    or raise the refusal: before its key costs a lookup."""
+    return admit(request, response, await limiter.check_unauthenticated(client_scope(request)))
+
+
+def admit(request: Request, response: Response, decision: Decision) -> Decision:
+    """Raise the refusal, or keep the decision's headers for the response."""
     if not decision.allowed:
         raise decision.problem()
     # Routes that return their own Response drop an injected one's headers, and an error

@@ -18,6 +18,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from reference_service.config import Settings
 from reference_service.db.pool import Database
 from reference_service.http.idempotency import Idempotency
+from reference_service.http.keycache import KeyCache
 from reference_service.http.pagination import CursorCodec
 from reference_service.http.ratelimit import RateLimiter
 
@@ -53,6 +54,7 @@ class Services:
     rate_limiter: RateLimiter
     idempotency: Idempotency
     cursors: CursorCodec
+    key_cache: KeyCache
 
 
 @asynccontextmanager
@@ -73,6 +75,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 redis, settings.redis_key_prefix, settings.policy.idempotency.ttl_seconds
             ),
             cursors=CursorCodec(settings.cursor_secret.get_secret_value().encode()),
+            key_cache=KeyCache(),
         )
     finally:
         await redis.aclose()
