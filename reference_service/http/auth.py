@@ -6,9 +6,9 @@ cannot read `api_keys` across tenants (RLS), yet must find a key's tenant before
 tenant. It is one pipelined round trip; a value that is not shaped like a key costs none.
 
 Answers are cached in the process for `keycache.KEY_CACHE_SECONDS` (a revoked key is refused
-within that bound). A request whose key is not a cached good one is first charged to its client
-address's `unauthenticated` rate limit (`ratelimit`), so wrong keys are refused with 429s
-before they cost lookups.
+within that bound). Failed authentications count against the client address's
+`unauthenticated` rate limit, which is consulted before a lookup (`ratelimit`), so wrong keys
+are refused with 429s before they cost lookups.
 """
 
 from __future__ import annotations
@@ -47,13 +47,21 @@ async def current_principal(
     cached = None if key is None else svc.key_cache.get(key)
     if cached is not None and not isinstance(cached, Unknown):
         return cached
-    await ratelimit.enforce_unauthenticated(svc.rate_limiter, request, response)
-    if key is None:
-        raise _refused("Send an API key as `Authorization: Bearer <key>`.")
-    principal = None if cached is not None else await authenticate(svc.database, key)
-    if cached is None:
-        svc.key_cache.put(key, principal)
+    limiter = svc.rate_limiter
+    if key is None or cached is not None:
+        # No key, or one known to be bad: a failure now, charged as one.
+        await ratelimit.enforce_unauthenticated(limiter, request, response)
+        raise _refused(
+            "Send an API key as `Authorization: Bearer <key>`."
+            if key is None
+            else "The API key is not valid."
+        )
+    # An address that used up its failures is refused before the lookup costs anything.
+    await ratelimit.enforce_unauthenticated(limiter, request, response, charge=False)
+    principal = await authenticate(svc.database, key)
+    svc.key_cache.put(key, principal)
     if principal is None:
+        await ratelimit.enforce_unauthenticated(limiter, request, response)
         # The same answer for a malformed, unknown or revoked key: nothing to probe for.
         raise _refused("The API key is not valid.")
     return principal

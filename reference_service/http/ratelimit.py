@@ -21,13 +21,15 @@ without authentication are limited per client IP.
 
 Requests without a valid key
 ----------------------------
-A request to an authenticated route whose key is not known good (no key, a wrong or revoked
-one, or a valid one not yet in the process's key cache, `keycache`) is first charged to the
-`unauthenticated` quota of its client address (bucket `unauthenticated`, scope `ip:<address>`),
-one Redis round trip, and refused with a 429 there before its key costs a database lookup. So
-wrong keys cannot make the database work faster than that quota, and a valid key seen in the
-last `KEY_CACHE_SECONDS` goes straight to its tenant's bucket: one Redis round trip per request.
-Another address's failures never touch a caller's buckets.
+Requests to authenticated routes that fail authentication count against the `unauthenticated`
+quota of their client address (bucket `unauthenticated`, scope `ip:<address>`). A request with
+no key, or a key the process's key cache (`keycache`) knows to be bad, is charged at once (one
+Redis round trip) and refused with a 429 once the quota is used up. A key the cache does not
+know costs one look at that bucket first (nothing counted) and is refused with a 429 before its
+lookup if the address has used up its quota; a lookup that fails is then charged. So wrong keys
+cannot make the database work faster than that quota, valid keys never use it up, a valid key
+seen in the last `KEY_CACHE_SECONDS` goes straight to its tenant's bucket (one Redis round trip
+per request), and another address's failures never touch a caller's buckets.
 
 Response headers (draft-ietf-httpapi-ratelimit-headers, structured fields, RFC 9651)
 -----------------------------------------------------------------------------------
@@ -197,7 +199,7 @@ class _LocalBuckets:
     def __init__(self) -> None:
         self._tat: dict[str, float] = {}
 
-    def check(self, key: str, limited: LimitedQuota) -> Decision:
+    def check(self, key: str, limited: LimitedQuota, charge: bool = True) -> Decision:
         now = time.monotonic()
         interval = limited.quota.period_seconds / limited.quota.requests
         capacity = interval * limited.quota.burst
@@ -208,7 +210,8 @@ class _LocalBuckets:
             return Decision(False, limited, 0, tat - now, allow_at - now, "local")
         if len(self._tat) >= _LOCAL_PRUNE_AT:
             self._tat = {k: v for k, v in self._tat.items() if v > now}
-        self._tat[key] = new_tat
+        if charge:
+            self._tat[key] = new_tat
         remaining = math.floor((now - allow_at) / interval + 1e-9)
         retry = 0.0 if remaining >= 1 else new_tat + interval - capacity - now
         return Decision(True, limited, remaining, new_tat - now, retry, "local")
@@ -262,15 +265,19 @@ class RateLimiter:
     async def check(self, scope_id: str, method: str, route_template: str) -> Decision:
         return await self._decide(scope_id, self.quota_for(method, route_template))
 
-    async def check_unauthenticated(self, scope_id: str) -> Decision:
-        """The decision for a request without a valid key, before the key is looked up."""
-        return await self._decide(scope_id, self._unauthenticated)
+    async def check_unauthenticated(self, scope_id: str, *, charge: bool = True) -> Decision:
+        """The decision for a request without a valid key; with `charge=False` only whether
+        one would be admitted, with nothing counted (before a key's lookup, which is charged
+        only if it fails)."""
+        return await self._decide(scope_id, self._unauthenticated, charge=charge)
 
-    async def _decide(self, scope_id: str, limited: LimitedQuota) -> Decision:
+    async def _decide(
+        self, scope_id: str, limited: LimitedQuota, *, charge: bool = True
+    ) -> Decision:
         key = f"{self._prefix}{limited.name}:{scope_id}"
         if time.monotonic() >= self._redis_skip_until:
             try:
-                reply = await self._redis_in_time(key, limited)
+                reply = await self._redis_in_time(key, limited, charge)
             except (RedisError, OSError, TimeoutError) as exc:
                 # TimeoutError covers both our deadline and the client's socket timeout.
                 self._redis_skip_until = time.monotonic() + _REDIS_RETRY_SECONDS
@@ -287,10 +294,10 @@ class RateLimiter:
                 )
         self.fallbacks += 1
         if self._policy.on_redis_unavailable == "FailOpen":
-            return self._local.check(key, limited)
+            return self._local.check(key, limited, charge)
         return Decision(False, limited, 0, 0.0, _REDIS_RETRY_SECONDS, "unavailable")
 
-    async def _redis_in_time(self, key: str, limited: LimitedQuota) -> list[Any]:
+    async def _redis_in_time(self, key: str, limited: LimitedQuota, charge: bool) -> list[Any]:
         """The script's reply, or TimeoutError once Redis itself has had `timeout` to answer.
 
         The deadline must measure Redis, not the event loop: on a saturated loop a reply that
@@ -304,7 +311,7 @@ class RateLimiter:
         Redis client's own socket timeout has long applied anyway.
         """
         loop = asyncio.get_running_loop()
-        call = asyncio.ensure_future(self._eval(key, limited))
+        call = asyncio.ensure_future(self._eval(key, limited, charge))
         budget = self._timeout
         give_up_at = loop.time() + self._patience
         try:
@@ -323,8 +330,13 @@ class RateLimiter:
             if not call.done():
                 call.cancel()
 
-    async def _eval(self, key: str, limited: LimitedQuota) -> list[Any]:
-        args = (self._policy.algorithm, limited.interval_us, limited.quota.burst)
+    async def _eval(self, key: str, limited: LimitedQuota, charge: bool = True) -> list[Any]:
+        args = (
+            self._policy.algorithm,
+            limited.interval_us,
+            limited.quota.burst,
+            "0" if charge else "1",
+        )
         try:
             reply: list[Any] = await self._redis.evalsha(SCRIPT_SHA, 1, key, *args)
         except NoScriptError:
@@ -344,11 +356,12 @@ async def enforce(
 
 
 async def enforce_unauthenticated(
-    limiter: RateLimiter, request: Request, response: Response
+    limiter: RateLimiter, request: Request, response: Response, *, charge: bool = True
 ) -> Decision:
     """Admit a request without a valid key (none, unknown or revoked) from this client address,
-    or raise the refusal: before its key costs a lookup."""
-    return admit(request, response, await limiter.check_unauthenticated(client_scope(request)))
+    or raise the refusal; `charge=False` (before a key's lookup) counts nothing."""
+    decision = await limiter.check_unauthenticated(client_scope(request), charge=charge)
+    return admit(request, response, decision)
 
 
 def admit(request: Request, response: Response, decision: Decision) -> Decision:

@@ -139,6 +139,7 @@ async def open_env(
                     "db_pool_min_size": 0,
                     "db_pool_max_size": 10,
                     "redis_key_prefix": redis_prefix,
+                    "cursor_secret": "idempotency-tests-" + "k" * 32,
                     # Limits these tests never reach: they are about idempotency alone.
                     "policy": Policy(
                         rate_limit=RateLimitPolicy(

@@ -3,6 +3,7 @@ up; a valid key from another address is unaffected. Real Redis and Postgres."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 
 import httpx
@@ -77,3 +78,23 @@ async def test_wrong_keys_are_looked_up_once_per_cache_bound(
         )
         assert_problem(response, 401, "unauthorized")
     assert service.services.key_cache.get(key) is not None
+
+
+async def test_valid_keys_never_use_up_the_address_quota(
+    open_service: OpenService, callers: Callers
+) -> None:
+    # Concurrent first requests of a valid key, more than the burst, before any is cached:
+    # each looks at the address's bucket, none is charged.
+    service = await open_service(policy=_policy(burst=2))
+    responses = await asyncio.gather(
+        *(service.client.get("/api/v2/products", headers=callers.b.headers) for _ in range(10))
+    )
+    assert [r.status_code for r in responses] == [200] * 10
+    # The address still has its whole quota of failures.
+    for _ in range(2):
+        assert_problem(
+            await service.client.get("/api/v2/products", headers=WRONG_KEY), 401, "unauthorized"
+        )
+    assert_problem(
+        await service.client.get("/api/v2/products", headers=WRONG_KEY), 429, "rate-limited"
+    )
