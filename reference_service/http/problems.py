@@ -127,6 +127,13 @@ PAYLOAD_TOO_LARGE: Final = ProblemType(
     413,
     "The request body is larger than the service accepts (`ADBM_MAX_BODY_BYTES`).",
 )
+UNSUPPORTED_MEDIA_TYPE: Final = ProblemType(
+    "unsupported-media-type",
+    "Unsupported media type",
+    415,
+    "The body is not `application/json`; `Accept-Post` or `Accept-Patch` names what the route "
+    "takes.",
+)
 RATE_LIMITED: Final = ProblemType(
     "rate-limited",
     "Too many requests",
@@ -170,6 +177,7 @@ REGISTRY: Final[Mapping[str, ProblemType]] = {
         INTERNAL_ERROR,
         SERVICE_UNAVAILABLE,
         PAYLOAD_TOO_LARGE,
+        UNSUPPORTED_MEDIA_TYPE,
         RATE_LIMITED,
         IDEMPOTENCY_KEY_REQUIRED,
         IDEMPOTENCY_IN_FLIGHT,

@@ -255,7 +255,9 @@ class RateLimiter:
         return self._policy
 
     def quota_for(self, method: str, route_template: str) -> LimitedQuota:
-        """The quota for a route: exact method, then `*`, then the default."""
+        """The quota for a route: exact method, then `*`, then the default. HEAD is a GET
+        without the content, so it shares GET's quota."""
+        method = "GET" if method == "HEAD" else method
         return (
             self._routes.get((method.upper(), route_template))
             or self._routes.get(("*", route_template))

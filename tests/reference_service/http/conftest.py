@@ -79,7 +79,10 @@ async def open_service(database_urls: DatabaseUrls) -> AsyncIterator[OpenService
                 "cursor_secret": secrets.token_urlsafe(32),
                 "policy": Policy(
                     rate_limit=RateLimitPolicy(
-                        default=Quota(requests=1_000_000, period_seconds=1, burst=1_000_000)
+                        default=Quota(requests=1_000_000, period_seconds=1, burst=1_000_000),
+                        unauthenticated=Quota(
+                            requests=1_000_000, period_seconds=1, burst=1_000_000
+                        ),
                     )
                 ),
             }
