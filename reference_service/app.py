@@ -122,9 +122,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Every API route is rate limited first (one Redis round trip), then, on the idempotent
     # writes, decided by the idempotency store (one more); health and readiness stay unlimited.
     for version in VERSIONS:
+        gone = versioning.may_be_gone(settings.policy.versioning, version.name)
         app.include_router(
             endpoints.version_router(version, RESOURCES),
             deprecated=version.name in deprecated or None,
+            # Past its sunset a retired version answers 410 on every operation.
+            responses=problems.openapi_responses([problems.GONE]) if gone else None,
         )
     unknown = unknown_route_overrides(settings.policy.rate_limit, app)
     if unknown:

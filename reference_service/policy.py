@@ -46,6 +46,9 @@ class DeprecatedVersion(_Strict):
     deprecated_at: AwareDatetime
     sunset_at: AwareDatetime
     link: str | None = None
+    # From `sunset_at` on: `Gone` answers every route of the version with 410, `Serve` keeps
+    # serving it (with the same deprecation headers).
+    after_sunset: Literal["Gone", "Serve"] = "Gone"
 
 
 class VersioningPolicy(_Strict):

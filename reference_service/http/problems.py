@@ -88,6 +88,13 @@ METHOD_NOT_ALLOWED: Final = ProblemType(
     405,
     "The route exists but not with this method; the `Allow` header lists the methods it has.",
 )
+GONE: Final = ProblemType(
+    "gone",
+    "API version retired",
+    410,
+    "This API version is past its sunset date and no longer served; the `Link` header with "
+    '`rel="successor-version"` names the version to use instead.',
+)
 CONFLICT: Final = ProblemType(
     "conflict",
     "Conflict",
@@ -171,6 +178,7 @@ REGISTRY: Final[Mapping[str, ProblemType]] = {
         UNAUTHORIZED,
         NOT_FOUND,
         METHOD_NOT_ALLOWED,
+        GONE,
         CONFLICT,
         PRECONDITION_FAILED,
         PRECONDITION_REQUIRED,
