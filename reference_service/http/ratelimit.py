@@ -52,8 +52,9 @@ When Redis is unavailable
 A Redis error, or no answer within `timeout_seconds` (50 ms by default) of time Redis had to
 answer, decides by `on_redis_unavailable`. The deadline measures Redis, not the event loop:
 time the loop spent running other requests' work while the reply may already have been queued
-does not count (see `RateLimiter._redis_in_time`), up to `patience_seconds` (1 s) in all, so a
-saturated but healthy service never takes this path:
+does not count, and a reply already queued at the deadline is still read (see
+`RateLimiter._redis_in_time`), up to `patience_seconds` (2 s) in all, so a saturated but
+healthy service does not take this path:
 
 - `FailOpen`: a GCRA bucket in this process's memory with the same quota decides instead. It
   is per process: with N replicas (times workers) the effective limit is up to N times the
@@ -125,6 +126,9 @@ _REDIS_RETRY_SECONDS: Final = 0.25
 _LOCAL_PRUNE_AT: Final = 10_000
 # The shortest wait of one round of `_redis_in_time`: below it, rounds would be mostly overhead.
 _MIN_ROUND_SECONDS: Final = 0.001
+# Turns of the event loop granted at the deadline to a reply that has arrived but is queued
+# behind other work: reading it and finishing the call take one turn each.
+_QUEUED_REPLY_TURNS: Final = 3
 
 Source = Literal["redis", "local", "unavailable"]
 
@@ -226,7 +230,7 @@ class RateLimiter:
         policy: RateLimitPolicy,
         key_prefix: str,
         timeout_seconds: float = 0.05,
-        patience_seconds: float = 1.0,
+        patience_seconds: float = 2.0,
     ) -> None:
         self._redis = redis_client
         self._policy = policy
@@ -284,8 +288,9 @@ class RateLimiter:
                 # TimeoutError covers both our deadline and the client's socket timeout.
                 self._redis_skip_until = time.monotonic() + _REDIS_RETRY_SECONDS
                 log.warning(
-                    "rate limiter: Redis unavailable (%s); %s for %g s",
+                    "rate limiter: Redis unavailable (%s: %s); %s for %g s",
                     type(exc).__name__,
+                    exc,
                     self._policy.on_redis_unavailable,
                     _REDIS_RETRY_SECONDS,
                 )
@@ -308,9 +313,9 @@ class RateLimiter:
         wait is split into rounds, and of each round only the part the loop was free to notice
         a reply counts: a wake-up that comes late by `lateness` means the loop was busy with
         other work for that long, and a reply that came meanwhile was queued, not missing.
-        `asyncio.wait` never cancels the call, so a reply queued at the deadline is still
-        taken. A loop that stays saturated is given up to `patience` in all, after which the
-        Redis client's own socket timeout has long applied anyway.
+        `asyncio.wait` never cancels the call, and at the deadline a few more turns of the loop
+        let a reply that is already queued be read. A loop that stays saturated is given up to
+        `patience` in all.
         """
         loop = asyncio.get_running_loop()
         call = asyncio.ensure_future(self._eval(key, limited, charge))
@@ -327,6 +332,12 @@ class RateLimiter:
                 lateness = now - started - asked
                 budget -= max(0.0, asked - max(0.0, lateness))
                 if budget <= 0 or now >= give_up_at:
+                    # A reply already in the socket is read within a turn or two of the loop,
+                    # however busy: give it those turns before calling Redis unavailable.
+                    for _ in range(_QUEUED_REPLY_TURNS):
+                        await asyncio.sleep(0)
+                        if call.done():
+                            return call.result()
                     raise TimeoutError("Redis did not answer within the rate limiter's deadline")
         finally:
             if not call.done():

@@ -31,6 +31,7 @@ from reference_service.http.guards import rate_limited, rate_limiter
 from reference_service.http.ratelimit import RateLimiter
 from reference_service.http.state import redis_client
 from reference_service.policy import RateLimitPolicy
+from tests.reference_service.http.conftest import Callers, OpenService
 
 REDIS_URL = os.environ.get("ADBM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PROBLEM = "application/problem+json"
@@ -506,3 +507,21 @@ async def test_script_is_reloaded_after_a_flush(
         assert (decision.source, decision.allowed, decision.remaining) == ("redis", True, 0)
     finally:
         await redis.aclose()
+
+
+async def test_a_saturated_service_never_takes_the_redis_down_path(
+    open_service: OpenService, callers: Callers
+) -> None:
+    # The whole app (authentication, the key cache, the rate limit, the RLS transaction) kept
+    # saturated by 64 concurrent GETs, round after round, as a load test would: its own work
+    # makes each turn of the loop long, as in the run at 32 connections. Every
+    # decision is still Redis's.
+    service = await open_service(db_pool_max_size=10)
+    headers = callers.a.headers
+    assert (await service.client.get("/api/v2/products", headers=headers)).status_code == 200
+    for _ in range(5):
+        responses = await asyncio.gather(
+            *(service.client.get("/api/v2/products", headers=headers) for _ in range(64))
+        )
+        assert [r.status_code for r in responses] == [200] * 64
+    assert service.services.rate_limiter.fallbacks == 0
