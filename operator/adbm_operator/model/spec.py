@@ -194,6 +194,11 @@ class RedisUnavailable(StrEnum):
     FAIL_CLOSED = "FailClosed"
 
 
+class AfterSunset(StrEnum):
+    GONE = "Gone"
+    SERVE = "Serve"
+
+
 class HttpMethod(StrEnum):
     ANY = "*"
     GET = "GET"
@@ -265,6 +270,9 @@ class DeprecatedVersion(ApiModel):
     """When it stops being served: sent as the `Sunset` header (RFC 8594)."""
     link: Annotated[str | None, Field(pattern=r"^https://", max_length=2048)] = None
     """Migration guide, sent as `Link: <...>; rel="deprecation"`."""
+    after_sunset: AfterSunset = AfterSunset.GONE
+    """From `sunsetAt` on: `Gone` answers every route of the version with `410 Gone` (and a
+    `rel="successor-version"` link to the current version); `Serve` keeps serving it."""
 
     rules: ClassVar[tuple[Rule, ...]] = validation.DEPRECATED_VERSION
 
