@@ -136,3 +136,43 @@ def wait_listening(proc: Process, url: str) -> None:
         except httpx.TransportError:
             time.sleep(0.2)
     raise AssertionError(f"nothing answered {url} within {START_SECONDS} s:\n{proc.output()}")
+
+
+@dataclass(frozen=True)
+class Service:
+    url: str
+    urls: DatabaseUrls
+    api_key: str
+    process: Process
+
+
+def service_env(urls: DatabaseUrls, port: int, policy: str | None = None) -> dict[str, str]:
+    env = {
+        "ADBM_DATABASE_URL": urls.app_url,
+        "ADBM_REDIS_URL": REDIS_URL,
+        "ADBM_REDIS_KEY_PREFIX": f"contract-{uuid.uuid4().hex}:",
+        "ADBM_CURSOR_SECRET": uuid.uuid4().hex + uuid.uuid4().hex,
+        "ADBM_HTTP_PORT": str(port),
+        "ADBM_QUEUE_ENABLED": "false",
+        "ADBM_LOG_LEVEL": "WARNING",
+        "OTEL_TRACES_EXPORTER": "none",
+    }
+    if policy is not None:
+        env["ADBM_POLICY"] = policy
+    return env
+
+
+@contextmanager
+def serve(
+    log: Path, *, policy: str | None = None, argv: list[str] | None = None
+) -> Iterator[Service]:
+    """`adbm-service serve` (or `argv`, which must listen on ADBM_HTTP_PORT) on a scratch
+    database with one tenant (`tenant-a`) and its API key."""
+    with scratch_database() as urls:
+        key = issue_key(urls, "tenant-a")
+        port = free_port()
+        env = service_env(urls, port, policy)
+        with process(argv or ["adbm-service", "serve", "--host", "127.0.0.1"], env, log) as proc:
+            url = f"http://127.0.0.1:{port}"
+            wait_listening(proc, f"{url}/health")
+            yield Service(url, urls, key, proc)
