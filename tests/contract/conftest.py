@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from tests.contract import live
+
+# The Pact core reports usage over the network unless told not to; tests never talk to it.
+os.environ["PACT_DO_NOT_TRACK"] = "true"
 
 # Limits no contract test reaches, except those that set their own.
 GENEROUS_POLICY = (

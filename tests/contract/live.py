@@ -164,14 +164,21 @@ def service_env(urls: DatabaseUrls, port: int, policy: str | None = None) -> dic
 
 @contextmanager
 def serve(
-    log: Path, *, policy: str | None = None, argv: list[str] | None = None
+    log: Path,
+    *,
+    policy: str | None = None,
+    argv: list[str] | None = None,
+    admin: bool = False,
+    port: int | None = None,
 ) -> Iterator[Service]:
     """`adbm-service serve` (or `argv`, which must listen on ADBM_HTTP_PORT) on a scratch
     database with one tenant (`tenant-a`) and its API key."""
     with scratch_database() as urls:
         key = issue_key(urls, "tenant-a")
-        port = free_port()
+        port = port or free_port()
         env = service_env(urls, port, policy)
+        if admin:  # only a test-only app (the Pact provider states) may be given the admin
+            env["ADBM_ADMIN_DATABASE_URL"] = urls.admin_url
         with process(argv or ["adbm-service", "serve", "--host", "127.0.0.1"], env, log) as proc:
             url = f"http://127.0.0.1:{port}"
             wait_listening(proc, f"{url}/health")
