@@ -1,5 +1,6 @@
-"""Provider side: the committed pacts replayed against the real service (uvicorn on a free port,
-a scratch PostgreSQL database, the real Redis), every interaction verified.
+"""Provider side: every pact committed under `pacts/` for this provider, replayed against the
+real service (uvicorn on a free port, a scratch PostgreSQL database, the real Redis), every
+interaction verified.
 
 The service runs from `provider_app.create`, the product app plus the provider-state route that
 only tests have; the verifier calls that route before each interaction and injects the values it
@@ -16,7 +17,7 @@ from pact import Verifier
 from tests.contract import live
 from tests.contract.conftest import GENEROUS_POLICY
 from tests.contract.provider_app import STATE_PATH
-from tests.contract.test_pact_consumer import PACT_FILE, PROVIDER
+from tests.contract.test_pact_consumer import PACT_DIR, PROVIDER
 
 
 def test_the_service_honours_every_interaction_of_the_client_pact(tmp_path: Path) -> None:
@@ -29,7 +30,7 @@ def test_the_service_honours_every_interaction_of_the_client_pact(tmp_path: Path
         verifier = (
             Verifier(PROVIDER, host="127.0.0.1")
             .add_transport(url=svc.url)
-            .add_source(PACT_FILE)
+            .add_source(PACT_DIR)
             .state_handler(f"{svc.url}{STATE_PATH}", body=True)
             .set_error_on_empty_pact(enabled=True)
         )
