@@ -4,6 +4,7 @@ per logical operation reused on retry, Retry-After honoured."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -23,7 +24,7 @@ from adbm_client import (
     Unauthorized,
     ValidationFailed,
 )
-from adbm_client.problems import parse_retry_after
+from adbm_client.problems import from_response, parse_retry_after
 from tests.contract import live
 
 EUR = Money(amount=1200, currency="EUR")
@@ -123,8 +124,6 @@ def test_429_is_retried_after_retry_after(strict_service: live.Service) -> None:
 
     def sleep(seconds: float) -> None:
         waits.append(seconds)
-        import time
-
         time.sleep(seconds)
 
     with AdbmClient(strict_service.url, strict_service.api_key, sleep=sleep) as c:
@@ -169,7 +168,5 @@ def test_an_error_that_is_not_problem_json_is_still_a_problem() -> None:
     response = httpx.Response(
         502, text="<html>bad gateway</html>", request=httpx.Request("GET", "http://x/")
     )
-    from adbm_client.problems import from_response
-
     problem = from_response(response)
     assert type(problem) is Problem and problem.status == 502
