@@ -23,6 +23,7 @@ from adbm_operator.specs import pod
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 EXAMPLE_FILES = sorted(EXAMPLES.glob("*.yaml"))
+COMPONENT_LABEL = "app.kubernetes.io/component"
 
 
 @dataclass(frozen=True)

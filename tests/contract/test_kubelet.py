@@ -29,6 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from adbm_operator.specs import deployment, labels, worker
 from tests.contract import live, service_surface
 from tests.contract.pod_env import (
+    COMPONENT_LABEL,
     EXAMPLE_FILES,
     Rendered,
     container_port,
@@ -37,7 +38,6 @@ from tests.contract.pod_env import (
     generated_secrets,
     render_example,
 )
-from tests.contract.test_operator_service import COMPONENT_LABEL
 
 # The kubelet's HTTP prober (pkg/probe/http/request.go): these headers, and success for any
 # status in [200, 400) (pkg/probe/http/http.go, DoHTTPProbe).

@@ -18,6 +18,7 @@ from adbm_operator.specs import deployment, labels, worker
 from reference_service.config import DEVELOPMENT_CURSOR_SECRET, Settings
 from tests.contract import service_surface
 from tests.contract.pod_env import (
+    COMPONENT_LABEL,
     EXAMPLE_FILES,
     Rendered,
     generated_secrets,
@@ -26,7 +27,6 @@ from tests.contract.pod_env import (
 )
 from tests.operator.strategies import backend_services
 
-COMPONENT_LABEL = "app.kubernetes.io/component"
 SCRIPT_TARGET = "reference_service.cli:main"
 DOWNWARD_API = {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
 
