@@ -4,25 +4,49 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Final
+from typing import Any, Final
 
-from fastapi import Depends, FastAPI
-from redis.asyncio import Redis
+from fastapi import FastAPI
 
 from reference_service.config import Settings
-from reference_service.db.pool import Database
-
-# idempotency and ratelimit register their problem types on import: before the route modules,
-# whose OpenAPI error tables are built from the registry.
-from reference_service.http import idempotency, limits, ratelimit  # isort: skip
-from reference_service.http import health, problems, routes_v1, routes_v2, versioning
-from reference_service.http.pagination import CursorCodec
-from reference_service.http.state import Services
+from reference_service.domain.resources import RESOURCES
+from reference_service.http import (
+    endpoints,
+    health,
+    idempotency,
+    limits,
+    problems,
+    ratelimit,
+    versioning,
+)
+from reference_service.http.representation import V1, Representation
+from reference_service.http.state import open_services
+from reference_service.http.v2 import V2
 from reference_service.observability import tracing
 
-# Redis answers in well under a millisecond when healthy; a request must not hang on it when it
-# is not. Later layers (rate limits, idempotency) decide what a timeout means for them.
-REDIS_TIMEOUT_SECONDS: Final = 0.5
+# Every API version, each an adapter over the same resource declarations.
+VERSIONS: Final[tuple[Representation, ...]] = (V1, V2)
+
+# FastAPI documents a 422 of its own shape on every operation with parameters; this service
+# answers invalid requests with a 400 `validation-error` problem instead (each operation lists
+# it), so those entries and their schemas would be false.
+_FRAMEWORK_VALIDATION: Final = ("ValidationError", "HTTPValidationError")
+
+
+class ServiceApp(FastAPI):
+    def openapi(self) -> dict[str, Any]:
+        document = super().openapi()
+        ref = "#/components/schemas/HTTPValidationError"
+        for operations in document.get("paths", {}).values():
+            for operation in operations.values():
+                responses = operation.get("responses", {})
+                framework = responses.get("422", {}).get("content", {}).get("application/json")
+                if framework is not None and framework.get("schema", {}).get("$ref") == ref:
+                    del responses["422"]
+        schemas = document.get("components", {}).get("schemas", {})
+        for name in _FRAMEWORK_VALIDATION:
+            schemas.pop(name, None)
+        return document
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -32,33 +56,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        database = Database(settings)
-        # Without waiting for the first connections: a database that is down at start-up makes
-        # the pod not ready (/ready) rather than crash-looping, and the pool keeps trying.
-        await database.open(wait=False)
-        redis = Redis.from_url(
-            settings.redis_url.get_secret_value(),
-            socket_timeout=REDIS_TIMEOUT_SECONDS,
-            socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-        )
-        app.state.rate_limiter = ratelimit.RateLimiter(
-            redis, settings.policy.rate_limit, settings.redis_key_prefix
-        )
-        app.state.services = Services(
-            settings=settings,
-            database=database,
-            redis=redis,
-            cursors=CursorCodec(settings.cursor_secret.get_secret_value().encode()),
-        )
         try:
-            yield
+            async with open_services(settings) as services:
+                app.state.services = services
+                yield
         finally:
-            await redis.aclose()
-            await database.close()
             # Flushes spans still batched for export, so the last requests' traces are kept.
             tracer_provider.shutdown()
 
-    app = FastAPI(
+    app = ServiceApp(
         title="ADBM reference service",
         version="1",
         lifespan=lifespan,
@@ -66,20 +72,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         debug=False,
     )
     problems.install(app)
-    idempotency.install(app, routes=idempotency.V1_WRITES | idempotency.V2_WRITES)
     app.include_router(health.router)
     deprecated = versioning.deprecated_versions(settings.policy.versioning)
-    # Both versions call the same domain functions; a deprecated one is marked so in the
-    # OpenAPI document, and its responses carry the deprecation headers.
-    # Every public route: rate limited first (one Redis round trip), then, on the critical
-    # writes, the idempotency decision (one more); health and readiness stay unlimited.
-    guards = [Depends(ratelimit.rate_limited()), idempotency.GUARD]
-    for version, router in (("v1", routes_v1.router), ("v2", routes_v2.router)):
-        app.include_router(router, deprecated=version in deprecated or None, dependencies=guards)
+    # Every version serves the same declarations through the same handlers; a deprecated one
+    # is marked so in the OpenAPI document, and its responses carry the deprecation headers.
+    # Every API route is rate limited first (one Redis round trip), then, on the idempotent
+    # writes, decided by the idempotency store (one more); health and readiness stay unlimited.
+    for version in VERSIONS:
+        app.include_router(
+            endpoints.version_router(version, RESOURCES),
+            deprecated=version.name in deprecated or None,
+        )
+    app.add_middleware(idempotency.IdempotencyMiddleware)
     if deprecated:
         app.add_middleware(versioning.DeprecationMiddleware, policy=settings.policy.versioning)
     app.add_middleware(ratelimit.RateLimitHeaders)
     app.add_middleware(limits.BodyLimit, max_bytes=settings.max_body_bytes)
     # Outermost: every response, errors included, is inside the request's span.
-    app.add_middleware(tracing.RequestSpans, tracer_provider=tracer_provider)
+    app.add_middleware(
+        tracing.RequestSpans,
+        tracer_provider=tracer_provider,
+        on_unhandled=problems.answer_unhandled,
+    )
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -45,22 +46,26 @@ def _read_documents(path: str, stdin: TextIO | None) -> Iterator[tuple[int, dict
 
 
 def load(path: str, stdin: TextIO | None = None) -> list[model.BackendService]:
-    """Parse and validate every BackendService in a file; other kinds are an error."""
-    objects = []
+    """Parse and validate every BackendService in a file; other kinds are an error. Every
+    invalid document is reported, each with every problem it has."""
+    objects, problems = [], []
     for index, doc in _read_documents(path, stdin):
         kind, api_version = doc.get("kind"), doc.get("apiVersion")
         if kind != model.KIND or api_version != model.API_VERSION:
-            raise InputError(
+            problems.append(
                 f"{path}: document {index} is {api_version}/{kind}, "
                 f"expected {model.API_VERSION}/{model.KIND}"
             )
+            continue
         try:
             objects.append(model.parse(doc))
         except ValidationError as exc:
             name = (doc.get("metadata") or {}).get("name", "?")
-            raise InputError(
+            problems.append(
                 f"{path}: BackendService {name!r} is invalid:\n{format_validation_error(exc)}"
-            ) from exc
+            )
+    if problems:
+        raise InputError("\nerror: ".join(problems))
     return objects
 
 
@@ -75,7 +80,7 @@ def dump(objects: Sequence[dict[str, Any]], output: str) -> str:
 def _render(args: argparse.Namespace) -> str:
     objects = load(args.filename)
     if args.defaults:
-        return dump([model.with_defaults(obj) for obj in objects], args.output)
+        return dump([model.with_computed_defaults(obj) for obj in objects], args.output)
     children = []
     for obj in objects:
         rendered = offline(obj)
@@ -157,9 +162,21 @@ def _run(args: argparse.Namespace) -> str:
         namespaces=args.namespace or (),
         standalone=args.peering is None,
         peering_name=args.peering,
+        priority=args.priority,
         liveness_endpoint=f"http://0.0.0.0:{args.liveness_port}/healthz",
     )
     return ""
+
+
+def _priority(text: str) -> int:
+    """An integer, or `random`: replicas started alike each get their own (Kopf pauses every
+    replica when two live ones share the highest priority)."""
+    if text == "random":
+        return secrets.randbelow(2**31 - 1) + 1
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer or 'random': {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -177,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument(
         "--defaults",
         action="store_true",
-        help="print the BackendServices themselves with every default applied instead",
+        help="print the BackendServices themselves instead, with every default applied"
+        " (including the app role and Redis key prefix computed from the object)",
     )
     render.set_defaults(func=_render)
 
@@ -197,6 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="coordinate with other replicas through the KopfPeering object NAME (HA: only the"
         " highest-priority replica acts); without it the operator runs standalone",
+    )
+    run.add_argument(
+        "--priority",
+        type=_priority,
+        default=0,
+        help="peering priority: the live replica with the highest acts, so replicas of one"
+        " Deployment need different ones; `random` draws one at start (default 0)",
     )
     run.add_argument("--metrics-port", type=int, default=8080, help="Prometheus /metrics port")
     run.add_argument("--liveness-port", type=int, default=8081, help="/healthz port")

@@ -5,8 +5,8 @@ pages.
   timestamps, `version = 1` and `is_deleted = false`.
 - `update` and `soft_delete` are one statement each, guarded by `version = expected` and bumping
   it: of many writers holding the same version exactly one wins; the others get StaleVersion.
-- Soft-deleted rows are invisible to `get`, `page`, `update` and `soft_delete`.
-- `page` is keyset pagination on `(created_at, id)`; its cost does not grow with depth.
+- Soft-deleted rows are invisible to `select_one`, `select_page`, `update` and `soft_delete`.
+- `select_page` is keyset pagination on `(created_at, id)`; its cost does not grow with depth.
 
 Tenant isolation is not done here: no statement names a tenant. Row-level security restricts
 every statement to the tenant of the transaction (see `pool.Database.transaction`).
@@ -84,7 +84,7 @@ def _select_list(columns: tuple[str, ...]) -> sql.Composed:
 
 
 def select_one(table: str, id: uuid.UUID) -> Statement:
-    """The statement `get` runs: the live row with this id (zero or one row)."""
+    """The live row with this id (zero or one row)."""
     name, columns = _table(table)
     return Statement(
         sql.SQL("SELECT {columns} FROM {table} WHERE id = %s AND NOT is_deleted").format(
@@ -101,8 +101,9 @@ def select_page(
     limit: int,
     filters: Mapping[str, Any] | None = None,
 ) -> Statement:
-    """The statement `page` runs: up to `limit` live rows after `after`, in (created_at, id)
-    order. `filters` are equalities on columns (None matches NULL)."""
+    """Up to `limit` live rows after the keyset position `after` (None: from the start), in
+    (created_at, id) order; the next page starts after the last row's `(created_at, id)`.
+    `filters` are equalities on columns (None matches NULL)."""
     name, columns = _table(table)
     if not 1 <= limit <= MAX_PAGE_LIMIT:
         raise ValueError(f"limit must be between 1 and {MAX_PAGE_LIMIT}, not {limit}")
@@ -165,14 +166,6 @@ async def insert(
     return inserted
 
 
-async def get(conn: AsyncConnection[Any], table: str, id: uuid.UUID) -> Row:
-    """The live row with this id, or NotFound."""
-    row = await _fetch_one(conn, select_one(table, id))
-    if row is None:
-        raise NotFound(table, id)
-    return row
-
-
 async def update(
     conn: AsyncConnection[Any],
     table: str,
@@ -212,8 +205,8 @@ async def soft_delete(
     expected_version: int | None,
     actor: str,
 ) -> Row:
-    """Mark the row deleted (bumping its version) and return it; it disappears from `get` and
-    `page`. `expected_version=None` deletes whatever the version (an unconditional DELETE)."""
+    """Mark the row deleted (bumping its version) and return it; it disappears from every
+    read. `expected_version=None` deletes whatever the version (an unconditional DELETE)."""
     return await _guarded_update(
         conn,
         table,
@@ -270,19 +263,3 @@ async def _guarded_update(
     if current is None or expected_version is None:
         raise NotFound(table, id)
     raise StaleVersion(table, id, expected_version, current["version"])
-
-
-async def page(
-    conn: AsyncConnection[Any],
-    table: str,
-    *,
-    after: Key | None,
-    limit: int,
-    filters: Mapping[str, Any] | None = None,
-) -> list[Row]:
-    """Up to `limit` live rows after the keyset position `after` (None: from the start), in
-    creation order. The next page starts after the last row's `(created_at, id)`."""
-    statement = select_page(table, after=after, limit=limit, filters=filters)
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(statement.query, statement.params)
-        return await cur.fetchall()

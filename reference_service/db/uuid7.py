@@ -52,10 +52,3 @@ def uuid7() -> uuid.UUID:
     rand_b = rand & ((1 << 62) - 1)
     value = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b
     return uuid.UUID(int=value)
-
-
-def timestamp_ms(value: uuid.UUID) -> int:
-    """The Unix time in milliseconds embedded in a UUIDv7."""
-    if value.version != 7:
-        raise ValueError(f"{value} is not a version 7 UUID")
-    return value.int >> 80

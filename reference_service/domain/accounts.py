@@ -5,12 +5,15 @@ from __future__ import annotations
 from typing import Final
 
 from reference_service.domain.common import (
+    CREATE_AND_CHANGE,
+    EVERY_OPERATION,
     Changes,
     Currency,
     Input,
     MinorUnits,
     Name,
     Resource,
+    ResourceSpec,
     Table,
 )
 
@@ -36,10 +39,12 @@ class Account(Resource):
     balance_minor: int
 
 
-_ROWS: Final = Table(TABLE, Account)
-
-create = _ROWS.create
-get = _ROWS.get
-page = _ROWS.page
-update = _ROWS.update
-delete = _ROWS.delete
+RESOURCE: Final = ResourceSpec(
+    Table(TABLE, Account),
+    item="account",
+    operations=EVERY_OPERATION,
+    create=AccountCreate,
+    changes=AccountChanges,
+    idempotent=CREATE_AND_CHANGE,
+    money="balance",
+)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import enum
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, Final, Generic, TypeVar
 from uuid import UUID
@@ -137,3 +138,62 @@ class Table(Generic[M]):
         await repository.soft_delete(
             conn, self.name, row_id, expected_version=expected_version, actor=actor
         )
+
+
+class Operation(enum.Enum):
+    """What an API can do with a resource."""
+
+    CREATE = "create"
+    LIST = "list"
+    GET = "get"
+    CHANGE = "change"
+    DELETE = "delete"
+
+
+READS: Final = frozenset({Operation.LIST, Operation.GET})
+EVERY_OPERATION: Final = frozenset(Operation)
+# The writes that are not naturally idempotent: a retried POST would create twice, a retried
+# PATCH could undo a change made in between. DELETE is idempotent by itself.
+CREATE_AND_CHANGE: Final = frozenset({Operation.CREATE, Operation.CHANGE})
+
+
+@dataclass(frozen=True)
+class ResourceSpec(Generic[M]):
+    """One resource, declared once: every API version serves it from this declaration.
+
+    `item` is its singular (`product`: the path parameter `product_id`, the operation names);
+    `create` and `changes` are the request models of CREATE and CHANGE; `idempotent` the writes
+    that need an `Idempotency-Key`; `unique` the fields under a uniqueness rule (a write that
+    sets one can conflict); `money` the amount `<money>_minor` counted in `currency`, if any.
+    """
+
+    table: Table[M]
+    item: str
+    operations: frozenset[Operation]
+    create: type[Input] | None = None
+    changes: type[Changes] | None = None
+    idempotent: frozenset[Operation] = field(default=frozenset())
+    unique: frozenset[str] = field(default=frozenset())
+    money: str | None = None
+
+    def __post_init__(self) -> None:
+        if (Operation.CREATE in self.operations) != (self.create is not None):
+            raise ValueError(f"{self.name}: a create model goes with CREATE, and only with it")
+        if (Operation.CHANGE in self.operations) != (self.changes is not None):
+            raise ValueError(f"{self.name}: a changes model goes with CHANGE, and only with it")
+        if not self.idempotent <= self.operations - READS:
+            raise ValueError(f"{self.name}: only its writes can be idempotent writes")
+
+    @property
+    def name(self) -> str:
+        """The collection: table, path segment, tag and cursor scope."""
+        return self.table.name
+
+    @property
+    def model(self) -> type[M]:
+        return self.table.model
+
+    def conflicts(self, operation: Operation) -> bool:
+        """Whether `operation` can break a uniqueness rule."""
+        written = {Operation.CREATE: self.create, Operation.CHANGE: self.changes}.get(operation)
+        return written is not None and bool(self.unique & set(written.model_fields))

@@ -1,11 +1,11 @@
-"""Orders: read-only here; they are placed by the order saga, which debits the account."""
+"""Orders: what a tenant's accounts bought."""
 
 from __future__ import annotations
 
 from typing import Final
 from uuid import UUID
 
-from reference_service.domain.common import Resource, Table
+from reference_service.domain.common import READS, Resource, ResourceSpec, Table
 
 TABLE: Final = "orders"
 
@@ -19,7 +19,5 @@ class Order(Resource):
     status: str
 
 
-_ROWS: Final = Table(TABLE, Order)
-
-get = _ROWS.get
-page = _ROWS.page
+# Read-only here: orders are placed by the order saga, which debits the account.
+RESOURCE: Final = ResourceSpec(Table(TABLE, Order), item="order", operations=READS, money="total")

@@ -5,12 +5,15 @@ from __future__ import annotations
 from typing import Final
 
 from reference_service.domain.common import (
+    CREATE_AND_CHANGE,
+    EVERY_OPERATION,
     Changes,
     Currency,
     Input,
     MinorUnits,
     Name,
     Resource,
+    ResourceSpec,
     Sku,
     Table,
 )
@@ -40,10 +43,13 @@ class Product(Resource):
     currency: str
 
 
-_ROWS: Final = Table(TABLE, Product)
-
-create = _ROWS.create
-get = _ROWS.get
-page = _ROWS.page
-update = _ROWS.update
-delete = _ROWS.delete
+RESOURCE: Final = ResourceSpec(
+    Table(TABLE, Product),
+    item="product",
+    operations=EVERY_OPERATION,
+    create=ProductCreate,
+    changes=ProductChanges,
+    idempotent=CREATE_AND_CHANGE,
+    unique=frozenset({"sku"}),
+    money="price",
+)

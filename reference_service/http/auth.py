@@ -15,7 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from reference_service.db.admin import Principal, authenticate
 from reference_service.http.problems import UNAUTHORIZED, Problem
-from reference_service.http.state import Services, services
+from reference_service.http.state import Svc
 
 __all__ = ["CurrentPrincipal", "Principal", "actor", "current_principal"]
 
@@ -30,7 +30,7 @@ def _refused(detail: str) -> Problem:
 
 async def current_principal(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    svc: Annotated[Services, Depends(services)],
+    svc: Svc,
 ) -> Principal:
     """FastAPI dependency: who is calling (every query then runs as its tenant), or a 401."""
     if credentials is None:

@@ -11,24 +11,29 @@ role is no longer bound by row-level security (`db/role_check.py`).
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any, Final
+from typing import Any, Final
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from reference_service.db.role_check import RoleNotIsolated
-from reference_service.http.problems import SERVICE_UNAVAILABLE, problem_response, retry_after
-from reference_service.http.state import Services, services
+from reference_service.http.problems import (
+    INTERNAL_ERROR,
+    PAYLOAD_TOO_LARGE,
+    SERVICE_UNAVAILABLE,
+    openapi_responses,
+    problem_response,
+    retry_after,
+)
+from reference_service.http.state import Services, Svc
 
 # Kubelet probes time out after 1 s by default; both checks run concurrently within this.
 CHECK_TIMEOUT_SECONDS: Final = 0.5
 
 router = APIRouter(tags=["health"])
 
-Svc = Annotated[Services, Depends(services)]
 
-
-@router.get("/health")
+@router.get("/health", responses=openapi_responses([PAYLOAD_TOO_LARGE, INTERNAL_ERROR]))
 async def health(svc: Svc) -> JSONResponse:
     return JSONResponse({"status": "ok", "pool": svc.database.stats()})
 
@@ -57,7 +62,9 @@ async def _check_database(svc: Services) -> str | None:
     return await _check("database", svc.database.check_isolation())
 
 
-@router.get("/ready")
+@router.get(
+    "/ready", responses=openapi_responses([PAYLOAD_TOO_LARGE, INTERNAL_ERROR, SERVICE_UNAVAILABLE])
+)
 async def ready(request: Request, svc: Svc) -> JSONResponse:
     failures = [
         failure

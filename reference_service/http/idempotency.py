@@ -14,20 +14,14 @@ running the side effect without the guarantee is what the client asked us not to
 Two pieces, because the tenant is known only after authentication (a route dependency) while
 the response exists only outside the route:
 
-- `GUARD`, a dependency on the protected routes: validates the header, fingerprints the request,
-  decides through Redis, raises the problems, and leaves a claim for the middleware.
-- `install(app, routes=...)`, a pure ASGI middleware: buffers the response of a claimed request,
-  stores it (or releases the lock) before sending it, and sends replays. A client therefore
-  never sees a first response that a retry could not replay.
+- `decide`, run by the `guards.idempotent` dependency that the endpoint factory puts on every
+  write a resource declares idempotent: validates the header, fingerprints the request, decides
+  through Redis, raises the problems, and leaves a claim for the middleware.
+- `IdempotencyMiddleware`, pure ASGI: buffers the response of a claimed request, stores it (or
+  releases the lock) before sending it, and sends replays. A client therefore never sees a
+  first response that a retry could not replay.
 
-Wiring (in `create_app`, after `problems.install(app)`)::
-
-    app.include_router(routes_v1.router, dependencies=[idempotency.GUARD])
-    idempotency.install(app, routes=idempotency.V1_WRITES | idempotency.V2_WRITES)
-
-The engine lives in `app.state.idempotency` (an `Idempotency`); it is built on first use from
-`app.state.services` (redis, `redis_key_prefix`, `policy.idempotency.ttl_seconds`) unless the
-lifespan set one on the same Redis client (e.g. to choose `lock_seconds`).
+The engine (`Idempotency`) is built once by the lifespan, into `Services`.
 """
 
 from __future__ import annotations
@@ -43,19 +37,19 @@ from importlib import resources
 from typing import Any, Final
 from uuid import UUID
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Request
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from reference_service.http.auth import CurrentPrincipal
 from reference_service.http.problems import (
+    IDEMPOTENCY_IN_FLIGHT,
+    IDEMPOTENCY_KEY_REQUIRED,
+    IDEMPOTENCY_KEY_REUSED,
     SERVICE_UNAVAILABLE,
     Problem,
-    register,
     retry_after,
 )
-from reference_service.http.state import services
 
 log = logging.getLogger(__name__)
 
@@ -68,47 +62,23 @@ _KEY_PATTERN: Final = re.compile(r"[\x21-\x7e]{1,255}")
 STORED_HEADERS: Final = frozenset(
     {"content-type", "etag", "location", "content-location", "last-modified", "cache-control"}
 )
-# The scope entry through which GUARD hands its claim to the middleware.
+# The scope entry through which `decide` hands its claim to the middleware.
 _SLOT: Final = "adbm.idempotency"
 
 
-def write_routes(prefix: str) -> frozenset[tuple[str, str]]:
-    """The routes under an API version `prefix` that change state and are not naturally
-    idempotent (DELETE is), as (method, route template) pairs for `install`."""
-    return frozenset(
-        {
-            ("POST", f"{prefix}/products"),
-            ("PATCH", f"{prefix}/products/{{product_id}}"),
-            ("POST", f"{prefix}/accounts"),
-            ("PATCH", f"{prefix}/accounts/{{account_id}}"),
-        }
-    )
+# The methods whose responses the middleware may have to hold back: the ones a write uses.
+UNSAFE_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
-
-V1_WRITES: Final = write_routes("/api/v1")
-V2_WRITES: Final = write_routes("/api/v2")
-
-KEY_REQUIRED: Final = register(
-    "idempotency-key-required",
-    "Idempotency-Key required",
-    400,
-    "This route changes state: send `Idempotency-Key` with a unique value per logical operation "
-    "(1 to 255 visible ASCII characters, e.g. a UUID) and reuse it when retrying.",
-)
-IN_FLIGHT: Final = register(
-    "idempotency-in-flight",
-    "Request with this Idempotency-Key is in progress",
-    409,
-    "A request with the same `Idempotency-Key` is still being processed; retry after "
-    "`Retry-After` seconds to receive its response.",
-)
-KEY_REUSED: Final = register(
-    "idempotency-key-reused",
-    "Idempotency-Key reused with another request",
-    422,
-    "The `Idempotency-Key` was already used with a different method, path or body; use a new "
-    "key for a new operation.",
-)
+# The header as the OpenAPI document declares it on every idempotent write. The guard reads the
+# header itself (instead of a FastAPI `Header` parameter) so that a missing or malformed key is
+# the `idempotency-key-required` problem, not a generic validation error.
+KEY_PARAMETER: Final[dict[str, Any]] = {
+    "name": KEY_HEADER.lower(),
+    "in": "header",
+    "required": True,
+    "description": "Unique per logical operation (e.g. a UUID); reuse it when retrying.",
+    "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"},
+}
 
 _LUA: Final = resources.files(__package__).joinpath("idempotency.lua").read_text()
 
@@ -249,34 +219,10 @@ class _Claim:
 class _Slot:
     claim: _Claim | None = None
     replay: StoredResponse | None = None
-    guarded: bool = False
-
-
-@dataclass(frozen=True)
-class _Config:
-    routes: frozenset[tuple[str, str]]
-    methods: frozenset[str]
-    lock_seconds: float
 
 
 class _Replayed(Exception):
-    """Raised by GUARD to skip the route; the middleware answers with the stored response."""
-
-
-def _engine(request: Request, config: _Config) -> Idempotency:
-    engine = getattr(request.app.state, "idempotency", None)
-    svc = services(request)
-    if isinstance(engine, Idempotency) and engine.redis is svc.redis:
-        return engine
-    # Built per Redis client, so an app restarted in the same process (tests) gets a new one.
-    engine = Idempotency(
-        svc.redis,
-        svc.settings.redis_key_prefix,
-        svc.settings.policy.idempotency.ttl_seconds,
-        lock_seconds=config.lock_seconds,
-    )
-    request.app.state.idempotency = engine
-    return engine
+    """Raised by `decide` to skip the route; the middleware answers with the stored response."""
 
 
 def _unavailable() -> Problem:
@@ -287,53 +233,41 @@ def _unavailable() -> Problem:
     )
 
 
-async def guard(request: Request, principal: CurrentPrincipal) -> None:
-    """Dependency: decide a protected request before its route runs (see the module doc)."""
+async def decide(engine: Idempotency, request: Request, tenant_id: UUID) -> None:
+    """Decide a write before its route runs (see the module doc): return to let it run under
+    a claim, or raise (a problem, or the replay the middleware sends)."""
     slot = request.scope.get(_SLOT)
-    config: _Config | None = getattr(request.app.state, "idempotency_config", None)
-    route = request.scope.get("route")
-    template = getattr(route, "path_format", None)
-    if config is None:
-        raise RuntimeError("idempotency.GUARD is used without idempotency.install(app)")
-    if (request.method, template) not in config.routes:
-        return
     assert isinstance(slot, _Slot), "the idempotency middleware did not see this request"
-    slot.guarded = True
     key = request.headers.get(KEY_HEADER)
     if not valid_key(key):
         raise Problem(
-            KEY_REQUIRED,
+            IDEMPOTENCY_KEY_REQUIRED,
             f"Send `{KEY_HEADER}` with 1 to 255 visible ASCII characters, unique per operation.",
         )
     assert key is not None
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     body = canonical_body(await request.body(), request.headers.get("content-type"))
-    engine = _engine(request, config)
     try:
-        outcome = await engine.begin(
-            principal.tenant_id, key, fingerprint(request.method, target, body)
-        )
+        outcome = await engine.begin(tenant_id, key, fingerprint(request.method, target, body))
     except (RedisError, OSError) as exc:
         log.warning("idempotency store unavailable: %s", exc)
         raise _unavailable() from exc
     if isinstance(outcome, New):
-        slot.claim = _Claim(engine, principal.tenant_id, key, outcome.token)
+        slot.claim = _Claim(engine, tenant_id, key, outcome.token)
         return
     if isinstance(outcome, Mismatch):
-        raise Problem(KEY_REUSED, f"This {KEY_HEADER} was used with a different request.")
+        raise Problem(
+            IDEMPOTENCY_KEY_REUSED, f"This {KEY_HEADER} was used with a different request."
+        )
     if isinstance(outcome, InFlight):
         raise Problem(
-            IN_FLIGHT,
+            IDEMPOTENCY_IN_FLIGHT,
             f"A request with this {KEY_HEADER} is still in progress.",
             # Writes finish in milliseconds: an early retry is better than waiting out the lock.
             headers={"Retry-After": retry_after(min(1.0, outcome.retry_after_ms / 1000))},
         )
     slot.replay = outcome.response
     raise _Replayed()
-
-
-GUARD: Final = Depends(guard)
-"""Add to the routers or routes whose writes `install(..., routes=...)` names."""
 
 
 def _keep(response_headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
@@ -354,14 +288,13 @@ async def _send(send: Send, response: StoredResponse, *, replayed: bool) -> None
 
 
 class IdempotencyMiddleware:
-    """Finishes what GUARD began: stores or releases the claim, and sends replays."""
+    """Finishes what `decide` began: stores or releases the claim, and sends replays."""
 
-    def __init__(self, app: ASGIApp, config: _Config) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.config = config
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in self.config.methods:
+        if scope["type"] != "http" or scope["method"] not in UNSAFE_METHODS:
             await self.app(scope, receive, send)
             return
         slot = _Slot()
@@ -389,7 +322,6 @@ class IdempotencyMiddleware:
         except BaseException:
             await self._release(slot.claim)
             raise
-        self._check_guarded(scope, slot)
         claim = slot.claim
         if claim is None:
             return
@@ -424,24 +356,3 @@ class IdempotencyMiddleware:
         except (RedisError, OSError) as exc:
             # The lock then expires by itself after lock_seconds.
             log.warning("idempotency lock could not be released: %s", exc)
-
-    def _check_guarded(self, scope: Scope, slot: _Slot) -> None:
-        template = getattr(scope.get("route"), "path_format", None)
-        if not slot.guarded and (scope["method"], template) in self.config.routes:
-            # A configured route without GUARD runs unprotected: make the wiring bug loud.
-            log.error(
-                "%s %s is configured as idempotent but has no GUARD", scope["method"], template
-            )
-
-
-def install(
-    app: FastAPI,
-    *,
-    routes: Iterable[tuple[str, str]] = V1_WRITES,
-    lock_seconds: float = DEFAULT_LOCK_SECONDS,
-) -> None:
-    """Protect `routes` ((method, route template) pairs) of `app`; their routes need GUARD."""
-    chosen = frozenset((method.upper(), path) for method, path in routes)
-    config = _Config(chosen, frozenset(m for m, _ in chosen), lock_seconds)
-    app.state.idempotency_config = config
-    app.add_middleware(IdempotencyMiddleware, config=config)

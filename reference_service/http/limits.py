@@ -8,19 +8,10 @@ sent instead of anything the app answers.
 
 from __future__ import annotations
 
-from typing import Final
-
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from reference_service.http.problems import problem_response, register
-
-PAYLOAD_TOO_LARGE: Final = register(
-    "payload-too-large",
-    "Payload too large",
-    413,
-    "The request body is larger than the service accepts (`ADBM_MAX_BODY_BYTES`).",
-)
+from reference_service.http.problems import PAYLOAD_TOO_LARGE, problem_response
 
 
 def _detail(limit: int) -> str:

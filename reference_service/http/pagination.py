@@ -18,7 +18,7 @@ import binascii
 import hashlib
 import hmac
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Annotated, Any, Final, Generic, Protocol, TypeVar
 from uuid import UUID
@@ -121,6 +121,7 @@ class PageItem(Protocol):
 
 
 ItemT = TypeVar("ItemT", bound=BaseModel)
+RowT = TypeVar("RowT", bound=PageItem)
 
 
 class Page(BaseModel, Generic[ItemT]):
@@ -133,14 +134,19 @@ class Page(BaseModel, Generic[ItemT]):
     """Relative URL of the next page, or null on the last page."""
 
 
+def _as_json(item: PageItem) -> dict[str, Any]:
+    return item.model_dump(mode="json")
+
+
 def page_response(
     request: Request,
     codec: CursorCodec,
     collection: str,
-    rows: Sequence[PageItem],
+    rows: Sequence[RowT],
     limit: int,
+    dump: Callable[[RowT], dict[str, Any]] = _as_json,
 ) -> JSONResponse:
-    """The page response for `rows`, fetched with `limit + 1`.
+    """The page response for `rows`, fetched with `limit + 1`, each item shown by `dump`.
 
     The one extra row says whether another page exists without a second query and without
     ever handing out a cursor that leads to an empty page.
@@ -155,5 +161,5 @@ def page_response(
         # Relative, so it stays right behind any proxy or ingress that rewrites the host.
         next_url = f"{url.path}?{url.query}"
         headers["Link"] = f'<{next_url}>; rel="next"'
-    body = {"items": [item.model_dump(mode="json") for item in items], "next": next_url}
+    body = {"items": [dump(item) for item in items], "next": next_url}
     return JSONResponse(body, headers=headers)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Final
@@ -52,84 +52,144 @@ class ProblemType:
         return TYPE_BASE + self.slug
 
 
-REGISTRY: dict[str, ProblemType] = {}
+# Every problem type of the service, declared here and nowhere else: the modules that raise
+# them (rate limits, idempotency, body limits) import them, so nothing depends on import order.
 
-
-def register(slug: str, title: str, status: int, description: str) -> ProblemType:
-    """Add a problem type; later modules (rate limits, idempotency) register theirs here too."""
-    if slug in REGISTRY:
-        raise ValueError(f"problem type {slug!r} is already registered")
-    kind = ProblemType(slug, title, status, description)
-    REGISTRY[slug] = kind
-    return kind
-
-
-VALIDATION_ERROR: Final = register(
+VALIDATION_ERROR: Final = ProblemType(
     "validation-error",
     "Request is not valid",
     400,
     "A parameter or the body failed validation; `errors` lists each one as "
     "`{in, pointer, detail}` (`pointer` is a JSON pointer into the body or names the parameter).",
 )
-INVALID_CURSOR: Final = register(
+INVALID_CURSOR: Final = ProblemType(
     "invalid-cursor",
     "Pagination cursor is not valid",
     400,
     "The `cursor` parameter was not issued by this service, was altered, or belongs to another "
     "collection; restart from the first page.",
 )
-UNAUTHORIZED: Final = register(
+UNAUTHORIZED: Final = ProblemType(
     "unauthorized",
     "Authentication required",
     401,
     "No `Authorization: Bearer <API key>` header, or the key is unknown or revoked.",
 )
-NOT_FOUND: Final = register(
+NOT_FOUND: Final = ProblemType(
     "not-found",
     "Not found",
     404,
     "No such route, or no such resource for your tenant (resources of other tenants and deleted "
     "resources are indistinguishable from ones that never existed).",
 )
-METHOD_NOT_ALLOWED: Final = register(
+METHOD_NOT_ALLOWED: Final = ProblemType(
     "method-not-allowed",
     "Method not allowed",
     405,
     "The route exists but not with this method; the `Allow` header lists the methods it has.",
 )
-CONFLICT: Final = register(
+CONFLICT: Final = ProblemType(
     "conflict",
     "Conflict",
     409,
     "The change would break a uniqueness rule, such as a second product with the same `sku`.",
 )
-PRECONDITION_FAILED: Final = register(
+PRECONDITION_FAILED: Final = ProblemType(
     "precondition-failed",
     "Precondition failed",
     412,
     "`If-Match` names a version that is no longer current: someone changed the resource since "
     "you read it. GET it again, reapply your change, and retry with the new `ETag`.",
 )
-PRECONDITION_REQUIRED: Final = register(
+PRECONDITION_REQUIRED: Final = ProblemType(
     "precondition-required",
     "Precondition required",
     428,
     'This change needs `If-Match: "<version>"` (the `ETag` of your last read), so that two '
     "writers cannot silently overwrite each other.",
 )
-INTERNAL_ERROR: Final = register(
+INTERNAL_ERROR: Final = ProblemType(
     "internal-error",
     "Internal server error",
     500,
     "An unexpected error; the details are in the service's logs, never in the response.",
 )
-SERVICE_UNAVAILABLE: Final = register(
+SERVICE_UNAVAILABLE: Final = ProblemType(
     "service-unavailable",
     "Service unavailable",
     503,
     "A dependency is busy or down (for example no database connection was free in time); "
     "retry after `Retry-After` seconds.",
 )
+PAYLOAD_TOO_LARGE: Final = ProblemType(
+    "payload-too-large",
+    "Payload too large",
+    413,
+    "The request body is larger than the service accepts (`ADBM_MAX_BODY_BYTES`).",
+)
+RATE_LIMITED: Final = ProblemType(
+    "rate-limited",
+    "Too many requests",
+    429,
+    "The caller used up its rate limit; retry after `Retry-After` seconds. `RateLimit` and "
+    "`RateLimit-Policy` describe the quota and how much of it is left.",
+)
+IDEMPOTENCY_KEY_REQUIRED: Final = ProblemType(
+    "idempotency-key-required",
+    "Idempotency-Key required",
+    400,
+    "This route changes state: send `Idempotency-Key` with a unique value per logical operation "
+    "(1 to 255 visible ASCII characters, e.g. a UUID) and reuse it when retrying.",
+)
+IDEMPOTENCY_IN_FLIGHT: Final = ProblemType(
+    "idempotency-in-flight",
+    "Request with this Idempotency-Key is in progress",
+    409,
+    "A request with the same `Idempotency-Key` is still being processed; retry after "
+    "`Retry-After` seconds to receive its response.",
+)
+IDEMPOTENCY_KEY_REUSED: Final = ProblemType(
+    "idempotency-key-reused",
+    "Idempotency-Key reused with another request",
+    422,
+    "The `Idempotency-Key` was already used with a different method, path or body; use a new "
+    "key for a new operation.",
+)
+
+REGISTRY: Final[Mapping[str, ProblemType]] = {
+    kind.slug: kind
+    for kind in (
+        VALIDATION_ERROR,
+        INVALID_CURSOR,
+        UNAUTHORIZED,
+        NOT_FOUND,
+        METHOD_NOT_ALLOWED,
+        CONFLICT,
+        PRECONDITION_FAILED,
+        PRECONDITION_REQUIRED,
+        INTERNAL_ERROR,
+        SERVICE_UNAVAILABLE,
+        PAYLOAD_TOO_LARGE,
+        RATE_LIMITED,
+        IDEMPOTENCY_KEY_REQUIRED,
+        IDEMPOTENCY_IN_FLIGHT,
+        IDEMPOTENCY_KEY_REUSED,
+    )
+}
+
+
+def openapi_responses(kinds: Iterable[ProblemType]) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` of an operation that can answer with `kinds`, by status."""
+    titles: dict[int, list[str]] = {}
+    for kind in kinds:
+        names = titles.setdefault(kind.status, [])
+        entry = f"{kind.title} ({kind.uri})"
+        if entry not in names:
+            names.append(entry)
+    return {
+        status: {"description": "; ".join(names), "content": {MEDIA_TYPE: {}}}
+        for status, names in sorted(titles.items())
+    }
 
 
 class Problem(Exception):

@@ -48,21 +48,15 @@ A Redis error, or no answer within `timeout_seconds` (50 ms by default), decides
 After a failure, Redis is not asked again for 0.25 s (`_REDIS_RETRY_SECONDS`), so a hung
 Redis does not add the whole timeout to every request. No outcome of Redis is ever a 500.
 
-Wiring (in `create_app`)
-------------------------
-::
-
-    app.state.rate_limiter = RateLimiter(redis, settings.policy.rate_limit,
-                                         settings.redis_key_prefix)
-    router = APIRouter(dependencies=[Depends(rate_limited())])          # authenticated routes
-    health = APIRouter(dependencies=[Depends(rate_limited(authenticated=False))])  # per IP
-
-`rate_limited()` depends on `current_principal`; FastAPI resolves a dependency once per
-request, so a route that also takes `CurrentPrincipal` authenticates once, and an
-unauthenticated call is refused (401) before it costs a Redis round trip. The admitted
-request's headers are kept in `request.state`, and the pure ASGI middleware `RateLimitHeaders`
-(one `add_middleware` line) puts them on whatever response goes out: a route's own Response,
-or a problem raised after admission (a 404, say).
+Wiring
+------
+The lifespan builds the app's one `RateLimiter` into `Services`; `guards.rate_limited()` is the
+dependency the endpoint factory puts on every API route. It depends on `current_principal`;
+FastAPI resolves a dependency once per request, so a route that also takes `CurrentPrincipal`
+authenticates once, and an unauthenticated call is refused (401) before it costs a Redis round
+trip. The admitted request's headers are kept in `request.state`, and the pure ASGI middleware
+`RateLimitHeaders` puts them on whatever response goes out: a route's own Response, or a
+problem raised after admission (a 404, say).
 """
 
 from __future__ import annotations
@@ -72,25 +66,21 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Annotated, Any, Final, Literal
+from typing import Any, Final, Literal
 
-from fastapi import Depends, Request, Response
+from fastapi import Request, Response
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reference_service.db.admin import Principal
-from reference_service.http.auth import current_principal
 from reference_service.http.problems import (
-    REGISTRY,
+    RATE_LIMITED,
     SERVICE_UNAVAILABLE,
     Problem,
-    ProblemType,
-    register,
     retry_after,
 )
 from reference_service.policy import Quota, RateLimitPolicy
@@ -99,20 +89,14 @@ __all__ = [
     "RATE_LIMITED",
     "Decision",
     "LimitedQuota",
+    "RateLimitHeaders",
     "RateLimiter",
-    "rate_limited",
+    "client_scope",
+    "enforce",
+    "principal_scope",
 ]
 
 log = logging.getLogger(__name__)
-
-# Looked up first so that the module still imports if `problems.py` registers it itself later.
-RATE_LIMITED: Final[ProblemType] = REGISTRY.get("rate-limited") or register(
-    "rate-limited",
-    "Too many requests",
-    429,
-    "The caller used up its rate limit; retry after `Retry-After` seconds. `RateLimit` and "
-    "`RateLimit-Policy` describe the quota and how much of it is left.",
-)
 
 SCRIPT: Final = resources.files(__package__).joinpath("ratelimit.lua").read_text("utf-8")
 SCRIPT_SHA: Final = hashlib.sha1(SCRIPT.encode("utf-8")).hexdigest()
@@ -290,13 +274,10 @@ class RateLimiter:
         return reply
 
 
-def _client_ip(request: Request) -> str:
-    # Behind a proxy, uvicorn's --forwarded-allow-ips makes this the original client.
-    return request.client.host if request.client is not None else "unknown"
-
-
-async def _enforce(request: Request, response: Response, scope_id: str) -> Decision:
-    limiter: RateLimiter = request.app.state.rate_limiter
+async def enforce(
+    limiter: RateLimiter, request: Request, response: Response, scope_id: str
+) -> Decision:
+    """Admit the request or raise the refusal; `scope_id` names the bucket's owner."""
     route = request.scope.get("route")
     template: str = getattr(route, "path", request.url.path)
     decision = await limiter.check(scope_id, request.method, template)
@@ -307,6 +288,19 @@ async def _enforce(request: Request, response: Response, scope_id: str) -> Decis
     request.state.rate_limit_headers = decision.headers
     response.headers.update(decision.headers)
     return decision
+
+
+def client_scope(request: Request) -> str:
+    """The bucket of an unauthenticated caller: its IP."""
+    # Behind a proxy, uvicorn's --forwarded-allow-ips makes this the original client.
+    return f"ip:{request.client.host if request.client is not None else 'unknown'}"
+
+
+def principal_scope(limiter: RateLimiter, principal: Principal) -> str:
+    """The bucket of an authenticated caller, per the policy's `scope`."""
+    if limiter.policy.scope == "ApiKey":
+        return f"key:{principal.key_id}"
+    return f"tenant:{principal.tenant_id}"
 
 
 class RateLimitHeaders:
@@ -332,32 +326,3 @@ class RateLimitHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
-
-
-def rate_limited(*, authenticated: bool = True) -> Callable[..., Awaitable[Decision]]:
-    """A FastAPI dependency enforcing the app's `RateLimiter` (`app.state.rate_limiter`).
-
-    `authenticated=True` limits per tenant or API key (per the policy's `scope`) and requires a
-    valid API key (it depends on `current_principal`); `authenticated=False` limits per client
-    IP and needs no key. Refused requests raise a `Problem` (429, or 503 under FailClosed).
-    """
-    if not authenticated:
-
-        async def by_ip(request: Request, response: Response) -> Decision:
-            return await _enforce(request, response, f"ip:{_client_ip(request)}")
-
-        return by_ip
-
-    async def by_principal(
-        request: Request,
-        response: Response,
-        principal: Annotated[Principal, Depends(current_principal)],
-    ) -> Decision:
-        limiter: RateLimiter = request.app.state.rate_limiter
-        if limiter.policy.scope == "ApiKey":
-            scope_id = f"key:{principal.key_id}"
-        else:
-            scope_id = f"tenant:{principal.tenant_id}"
-        return await _enforce(request, response, scope_id)
-
-    return by_principal

@@ -10,6 +10,7 @@ collector sidecar when the environment names one (`OTEL_EXPORTER_OTLP_ENDPOINT`,
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable
 
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
@@ -19,6 +20,9 @@ from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reference_service.config import Settings
+
+Unhandled = Callable[..., Awaitable[None]]
+"""Answers an exception nothing else handled: `(exc, scope, receive, send, *, started)`."""
 
 
 def provider(settings: Settings) -> TracerProvider:
@@ -43,11 +47,19 @@ def current_trace_id() -> str | None:
 
 class RequestSpans:
     """Pure ASGI middleware: a server span around each HTTP request, continuing the caller's
-    trace (`traceparent`) when there is one."""
+    trace (`traceparent`) when there is one.
 
-    def __init__(self, app: ASGIApp, tracer_provider: TracerProvider) -> None:
+    `on_unhandled` answers an exception that escaped the app, inside the span, so that even the
+    500 names the request's trace. It is passed in (the HTTP layer's problem answer) rather than
+    imported: observability knows nothing of the HTTP layer above it.
+    """
+
+    def __init__(
+        self, app: ASGIApp, tracer_provider: TracerProvider, on_unhandled: Unhandled
+    ) -> None:
         self.app = app
         self.tracer = tracer_provider.get_tracer("reference_service")
+        self.on_unhandled = on_unhandled
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -73,8 +85,4 @@ class RequestSpans:
             except Exception as exc:
                 span.record_exception(exc)
                 span.set_status(trace.StatusCode.ERROR)
-                # Answered inside the span, so even the 500 names the request's trace (imported
-                # here: the problems module imports this one for the trace id).
-                from reference_service.http.problems import answer_unhandled
-
-                await answer_unhandled(exc, scope, receive, tracked_send, started=started)
+                await self.on_unhandled(exc, scope, receive, tracked_send, started=started)

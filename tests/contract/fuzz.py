@@ -188,9 +188,9 @@ def check_response(report: Report, case: Case, response: Response) -> None:
 
 
 def with_operation_key(headers: dict[str, Any], case: Case) -> dict[str, Any]:
-    """A new Idempotency-Key for each write, as a client sends one per operation; otherwise
-    every generated write would stop at 400 idempotency-key-required, before anything else is
-    exercised. (The document does not declare the header yet: issue 9.)"""
+    """A new Idempotency-Key for each write that has none, as a client sends one per
+    operation: the invalid requests that drop the header would otherwise all stop at 400
+    idempotency-key-required, before anything else is exercised."""
     if case.method.upper() in ("POST", "PATCH") and "idempotency-key" not in {
         k.lower() for k in headers
     }:

@@ -11,14 +11,36 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from reference_service.db import repository
-from reference_service.db.pool import Database
+from reference_service.db.pool import Database, Statement
 from reference_service.db.repository import NotFound, StaleVersion
 from tests.reference_service.conftest import Tenants
 
 MakeDatabase = Callable[..., Awaitable[Database]]
+
+
+async def _rows(conn: AsyncConnection[Any], statement: Statement) -> list[dict[str, Any]]:
+    """What the product runs through `Database.read`, run on a transaction's connection."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(statement.query, statement.params)
+        return await cur.fetchall()
+
+
+async def _get(conn: AsyncConnection[Any], table: str, row_id: uuid.UUID) -> dict[str, Any]:
+    """The live row `Table.get` reads (the same statement), or NotFound as it raises."""
+    rows = await _rows(conn, repository.select_one(table, row_id))
+    if not rows:
+        raise NotFound(table, row_id)
+    return rows[0]
+
+
+async def _page(conn: AsyncConnection[Any], table: str, **kwargs: Any) -> list[dict[str, Any]]:
+    """The rows `Table.page` reads (the same statement)."""
+    return await _rows(conn, repository.select_page(table, **kwargs))
 
 
 def _account(tenant: uuid.UUID, name: str = "acc", balance: int = 0) -> dict[str, Any]:
@@ -72,13 +94,13 @@ async def test_insert_validates_names(
 async def test_get(database: Database, tenants: Tenants) -> None:
     row = await _create(database, tenants.a)
     async with database.transaction(tenants.a) as conn:
-        assert await repository.get(conn, "accounts", row["id"]) == row
+        assert await _get(conn, "accounts", row["id"]) == row
         with pytest.raises(NotFound):
-            await repository.get(conn, "accounts", uuid.uuid4())
+            await _get(conn, "accounts", uuid.uuid4())
     # Another tenant's row is simply not there.
     async with database.transaction(tenants.b) as conn:
         with pytest.raises(NotFound):
-            await repository.get(conn, "accounts", row["id"])
+            await _get(conn, "accounts", row["id"])
 
 
 async def test_update_bumps_version_and_audit(database: Database, tenants: Tenants) -> None:
@@ -146,7 +168,7 @@ async def test_concurrent_updates_with_the_same_version_have_one_winner(
 
     async def deposit(n: int) -> str:
         async with db.transaction(tenants.a) as conn:
-            current = await repository.get(conn, "accounts", row["id"])
+            current = await _get(conn, "accounts", row["id"])
             await start.wait()  # all 20 hold version 1 and their own transaction
             try:
                 await repository.update(
@@ -171,7 +193,7 @@ async def test_concurrent_updates_with_the_same_version_have_one_winner(
     assert len(winners) == 1
     assert outcomes.count("stale") == 19
     async with db.transaction(tenants.a) as conn:
-        final = await repository.get(conn, "accounts", row["id"])
+        final = await _get(conn, "accounts", row["id"])
     # No lost update: exactly one increment, by the one writer that was told it won.
     assert (final["balance_minor"], final["version"], final["name"]) == (1, 2, winners[0])
 
@@ -190,8 +212,8 @@ async def test_soft_delete_hides_the_row(database: Database, tenants: Tenants) -
     assert (deleted["is_deleted"], deleted["version"], deleted["updated_by"]) == (True, 2, "bob")
     async with database.transaction(tenants.a) as conn:
         with pytest.raises(NotFound):
-            await repository.get(conn, "accounts", gone["id"])
-        page = await repository.page(conn, "accounts", after=None, limit=10)
+            await _get(conn, "accounts", gone["id"])
+        page = await _page(conn, "accounts", after=None, limit=10)
         assert [r["id"] for r in page] == [kept["id"]]
         with pytest.raises(NotFound):
             await repository.update(
@@ -249,7 +271,7 @@ async def test_keyset_walk_visits_every_row_once(
     pages = 0
     while True:
         async with database.transaction(tenants.a) as conn:
-            page = await repository.page(conn, "accounts", after=after, limit=37)
+            page = await _page(conn, "accounts", after=after, limit=37)
         if not page:
             break
         pages += 1
@@ -267,7 +289,7 @@ async def test_keyset_walk_visits_every_row_once(
     assert [r["name"] for r in seen] == [f"a{i}" for i in range(1000)]
 
     async with database.transaction(tenants.b) as conn:
-        rows = await repository.page(conn, "accounts", after=None, limit=1000)
+        rows = await _page(conn, "accounts", after=None, limit=1000)
     assert len(rows) == 50
 
 
@@ -275,7 +297,7 @@ async def test_page_filters(database: Database, tenants: Tenants) -> None:
     async with database.transaction(tenants.a) as conn:
         for name in ("x", "y", "x"):
             await repository.insert(conn, "accounts", _account(tenants.a, name), actor="t")
-        xs = await repository.page(conn, "accounts", after=None, limit=10, filters={"name": "x"})
+        xs = await _page(conn, "accounts", after=None, limit=10, filters={"name": "x"})
         assert [r["name"] for r in xs] == ["x", "x"]
         outbox = {"tenant_id": tenants.a, "topic": "t", "payload": Jsonb({})}
         sent = await repository.insert(conn, "outbox", outbox, actor="t")
@@ -288,7 +310,7 @@ async def test_page_filters(database: Database, tenants: Tenants) -> None:
             actor="relay",
         )
         pending = await repository.insert(conn, "outbox", outbox, actor="t")
-        unpublished = await repository.page(
+        unpublished = await _page(
             conn, "outbox", after=None, limit=10, filters={"published_at": None}
         )
         assert [r["id"] for r in unpublished] == [pending["id"]]

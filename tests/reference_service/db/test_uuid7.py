@@ -8,7 +8,14 @@ import uuid
 import pytest
 
 from reference_service.db import uuid7 as module
-from reference_service.db.uuid7 import timestamp_ms, uuid7
+from reference_service.db.uuid7 import uuid7
+
+
+def timestamp_ms(value: uuid.UUID) -> int:
+    """The Unix time in milliseconds of a UUIDv7: its top 48 bits (RFC 9562 section 5.7)."""
+    if value.version != 7:
+        raise ValueError(f"{value} is not a version 7 UUID")
+    return value.int >> 80
 
 
 def test_version_variant_and_timestamp() -> None:

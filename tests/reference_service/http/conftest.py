@@ -17,6 +17,8 @@ from fastapi import FastAPI
 from reference_service.app import create_app
 from reference_service.config import Settings
 from reference_service.db.admin import create_api_key
+from reference_service.db.pool import Database
+from reference_service.db.repository import insert
 from reference_service.http.state import Services
 from reference_service.policy import Policy, Quota, RateLimitPolicy
 from tests.reference_service.conftest import DatabaseUrls, Tenants
@@ -128,3 +130,31 @@ def assert_problem(response: httpx.Response, status: int, slug: str) -> dict[str
     assert body["detail"]
     assert body["instance"] == response.request.url.path
     return body
+
+
+async def place_order(
+    database: Database,
+    tenant_id: uuid.UUID,
+    account_id: str,
+    product_id: str,
+    *,
+    quantity: int,
+    total_minor: int,
+) -> dict[str, Any]:
+    """An order row as tenant `tenant_id`: orders have no write route yet (the order saga
+    places them)."""
+    async with database.transaction(tenant_id) as conn:
+        return await insert(
+            conn,
+            "orders",
+            {
+                "tenant_id": tenant_id,
+                "account_id": uuid.UUID(account_id),
+                "product_id": uuid.UUID(product_id),
+                "quantity": quantity,
+                "total_minor": total_minor,
+                "currency": "EUR",
+                "status": "placed",
+            },
+            actor="test",
+        )

@@ -13,7 +13,7 @@ from psycopg.rows import dict_row
 
 from reference_service.db.pool import Database
 from tests.reference_service.conftest import DatabaseUrls
-from tests.reference_service.http.conftest import Callers, assert_problem
+from tests.reference_service.http.conftest import Callers, assert_problem, place_order
 
 PRODUCT = {"sku": "MUG-1", "name": "Mug", "price_minor": 1200, "currency": "EUR"}
 ACCOUNT = {"name": "Alice", "currency": "EUR", "balance_minor": 5000}
@@ -228,26 +228,12 @@ async def test_rls_is_the_boundary_even_without_a_where_clause(
 async def test_orders_are_readable_and_isolated(
     client: httpx.AsyncClient, callers: Callers, database: Database
 ) -> None:
-    from reference_service.db import repository
-
     account = (await create(client, callers.a.headers, "accounts", ACCOUNT)).json()
     product = (await create(client, callers.a.headers, "products", PRODUCT)).json()
-    # Orders have no write route yet (the order saga places them): insert one as tenant A.
-    async with database.transaction(callers.a.tenant_id) as conn:
-        order = await repository.insert(
-            conn,
-            "orders",
-            {
-                "tenant_id": callers.a.tenant_id,
-                "account_id": uuid.UUID(account["id"]),
-                "product_id": uuid.UUID(product["id"]),
-                "quantity": 2,
-                "total_minor": 2400,
-                "currency": "EUR",
-                "status": "placed",
-            },
-            actor="test",
-        )
+    # Orders have no write route yet: one placed as tenant A.
+    order = await place_order(
+        database, callers.a.tenant_id, account["id"], product["id"], quantity=2, total_minor=2400
+    )
     url = f"/api/v1/orders/{order['id']}"
     read = await client.get(url, headers=callers.a.headers)
     assert read.status_code == 200

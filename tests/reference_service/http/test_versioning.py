@@ -14,10 +14,9 @@ import pytest
 from reference_service.app import create_app
 from reference_service.cli import main, openapi_document
 from reference_service.config import Settings
-from reference_service.db import repository
 from reference_service.db.pool import Database
 from reference_service.policy import DeprecatedVersion, Policy, VersioningPolicy
-from tests.reference_service.http.conftest import Callers, OpenService, assert_problem
+from tests.reference_service.http.conftest import Callers, OpenService, assert_problem, place_order
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -106,21 +105,9 @@ async def test_v2_money_round_trips_with_v1(
     listed = (await client.get("/api/v2/accounts", headers=headers)).json()
     assert listed["items"] == [account]
 
-    async with database.transaction(callers.a.tenant_id) as conn:
-        order = await repository.insert(
-            conn,
-            "orders",
-            {
-                "tenant_id": callers.a.tenant_id,
-                "account_id": uuid.UUID(account["id"]),
-                "product_id": uuid.UUID(product["id"]),
-                "quantity": 2,
-                "total_minor": 2400,
-                "currency": "EUR",
-                "status": "placed",
-            },
-            actor="test",
-        )
+    order = await place_order(
+        database, callers.a.tenant_id, account["id"], product["id"], quantity=2, total_minor=2400
+    )
     v2_order = (await client.get(f"/api/v2/orders/{order['id']}", headers=headers)).json()
     assert v2_order["total"] == {"amount": 2400, "currency": "EUR"}
     assert v2_order["quantity"] == 2 and v2_order["account_id"] == account["id"]

@@ -1,26 +1,16 @@
-"""What the versioned route modules share: dependencies, `If-Match` handling, the resource
-response and the error table of the OpenAPI document. Every API version shapes its bodies its
-own way but keeps these rules identical, so they live here once."""
+"""`If-Match` preconditions: every resource response carries `ETag: "<version>"`, and a write
+names the version it was computed from, so that two writers cannot silently overwrite each
+other (RFC 9110 section 13.1.1)."""
 
 from __future__ import annotations
 
 import re
 from typing import Annotated, Any, Final
 
-from fastapi import Depends, Header, Response
-from fastapi.responses import JSONResponse
+from fastapi import Header
 
-from reference_service.domain.common import Resource
-from reference_service.http.problems import (
-    MEDIA_TYPE,
-    PRECONDITION_FAILED,
-    PRECONDITION_REQUIRED,
-    REGISTRY,
-    Problem,
-)
-from reference_service.http.state import Services, services
+from reference_service.http.problems import PRECONDITION_FAILED, PRECONDITION_REQUIRED, Problem
 
-Svc = Annotated[Services, Depends(services)]
 IfMatch = Annotated[
     str | None,
     Header(
@@ -29,36 +19,24 @@ IfMatch = Annotated[
         "version.",
     ),
 ]
+# Where a missing If-Match is a 428, the header is declared required. The handler reads it
+# itself: a FastAPI parameter would make its absence a validation error (400) instead.
+IF_MATCH_REQUIRED: Final[dict[str, Any]] = {
+    "name": "if-match",
+    "in": "header",
+    "required": True,
+    "description": 'The `ETag` of your last read, e.g. `"3"`: the change applies only to that '
+    "version; without it the answer is 428.",
+    "schema": {"type": "string"},
+}
 
 # One strong entity tag holding a version number. A weak tag (`W/"3"`) never matches: If-Match
 # uses strong comparison (RFC 9110 section 13.1.1).
 _ETAG = re.compile(r'"([0-9]{1,18})"')
 
 
-def _error_responses() -> dict[int | str, dict[str, Any]]:
-    """Every registered problem, by status, for the OpenAPI document."""
-    titles: dict[int, list[str]] = {}
-    for kind in REGISTRY.values():
-        titles.setdefault(kind.status, []).append(f"{kind.title} ({kind.uri})")
-    return {
-        status: {"description": "; ".join(names), "content": {MEDIA_TYPE: {}}}
-        for status, names in sorted(titles.items())
-    }
-
-
-ERRORS: Final = _error_responses()
-
-
 def etag(version: int) -> str:
     return f'"{version}"'
-
-
-def resource_response(model: Resource, status_code: int = 200, **headers: str) -> Response:
-    return JSONResponse(
-        model.model_dump(mode="json"),
-        status_code=status_code,
-        headers={"ETag": etag(model.version), **headers},
-    )
 
 
 def _parse_etag(value: str) -> int:

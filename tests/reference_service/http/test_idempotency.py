@@ -1,8 +1,7 @@
 """Idempotency-Key against the real Redis and, through the real routes, the real PostgreSQL.
 
-The app is wired here the way `create_app` is meant to wire it (GUARD on the v1 router, then
-`install`), with `create_app`'s own lifespan, so the test needs no change to the factory. A few
-test-only routes make failures, slowness and lock take-overs happen on demand.
+The app is `create_app`'s, with its lifespan; a few test-only routes behind the same guard make
+failures, slowness and lock take-overs happen on demand.
 """
 
 from __future__ import annotations
@@ -11,24 +10,31 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute, APIRouter
 from redis.asyncio import Redis
+from starlette.requests import Request
 
-from reference_service.app import create_app
+from reference_service.app import VERSIONS, create_app
 from reference_service.config import Settings
 from reference_service.db.admin import create_api_key
-from reference_service.http import idempotency, problems, routes_v1
+from reference_service.domain.common import Operation
+from reference_service.domain.resources import RESOURCES
+from reference_service.http import guards, idempotency
+from reference_service.http.endpoints import version_router
 from reference_service.http.idempotency import Done, Idempotency, New, StoredResponse
+from reference_service.http.state import Services
+from reference_service.policy import Policy, Quota, RateLimitPolicy
 from tests.reference_service.conftest import DatabaseUrls, Tenants
+from tests.reference_service.http.conftest import assert_problem
 
-PROBLEM = "application/problem+json"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 ACCOUNT = {"name": "Main", "currency": "EUR"}
 
@@ -74,18 +80,22 @@ def probe_router(probe: Probe) -> APIRouter:
     return router
 
 
-TEST_ROUTES = {("POST", "/test/flaky"), ("POST", "/test/unavailable"), ("POST", "/test/slow")}
-
-
-def build_app(settings: Settings, probe: Probe, *, lock_seconds: float = 30.0) -> FastAPI:
-    """What `create_app` becomes once idempotency is wired in."""
-    base = create_app(settings)
-    app = FastAPI(lifespan=base.router.lifespan_context, debug=False)
-    problems.install(app)
-    app.include_router(routes_v1.router, dependencies=[idempotency.GUARD])
-    app.include_router(probe_router(probe), dependencies=[idempotency.GUARD])
-    idempotency.install(app, routes=idempotency.V1_WRITES | TEST_ROUTES, lock_seconds=lock_seconds)
+def build_app(settings: Settings, probe: Probe) -> FastAPI:
+    """`create_app`'s app, with the test-only routes behind the idempotency guard."""
+    app = create_app(settings)
+    app.include_router(probe_router(probe), dependencies=[guards.IDEMPOTENT])
     return app
+
+
+def with_lock_seconds(services: Services, lock_seconds: float) -> Services:
+    """The services with an engine whose locks expire after `lock_seconds`, for take-overs."""
+    engine = Idempotency(
+        services.redis,
+        services.settings.redis_key_prefix,
+        services.settings.policy.idempotency.ttl_seconds,
+        lock_seconds=lock_seconds,
+    )
+    return replace(services, idempotency=engine)
 
 
 @dataclass(frozen=True)
@@ -122,19 +132,27 @@ async def open_env(
     issued_b = await create_api_key(database_urls.admin_url, "tenant-b", actor="test")
     async with AsyncExitStack() as stack:
 
-        async def open_(lock_seconds: float = 30.0, **overrides: Any) -> Env:
+        async def open_(lock_seconds: float | None = None, **overrides: Any) -> Env:
             settings = Settings(
                 **{
                     "database_url": database_urls.app_url,
                     "db_pool_min_size": 0,
                     "db_pool_max_size": 10,
                     "redis_key_prefix": redis_prefix,
+                    # Limits these tests never reach: they are about idempotency alone.
+                    "policy": Policy(
+                        rate_limit=RateLimitPolicy(
+                            default=Quota(requests=1_000_000, period_seconds=1, burst=1_000_000)
+                        )
+                    ),
                     **overrides,
                 }
             )
             probe = Probe()
-            app = build_app(settings, probe, lock_seconds=lock_seconds)
+            app = build_app(settings, probe)
             await stack.enter_async_context(app.router.lifespan_context(app))
+            if lock_seconds is not None:
+                app.state.services = with_lock_seconds(app.state.services, lock_seconds)
             transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
             client = await stack.enter_async_context(
                 httpx.AsyncClient(transport=transport, base_url="http://test", timeout=30)
@@ -158,16 +176,6 @@ async def env(open_env: OpenEnv) -> Env:
 
 def with_key(headers: dict[str, str], key: str) -> dict[str, str]:
     return {**headers, "Idempotency-Key": key}
-
-
-def assert_problem(response: httpx.Response, status: int, slug: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM
-    body: dict[str, Any] = response.json()
-    assert body["type"] == f"https://adbm.io/problems/{slug}"
-    assert body["status"] == status
-    assert body["instance"] == response.request.url.path
-    return body
 
 
 async def count_rows(admin_url: str, table: str) -> int:
@@ -421,20 +429,40 @@ def test_fingerprint_ignores_json_layout_but_not_content() -> None:
 # Wiring mistakes are loud -----------------------------------------------------------------------
 
 
-async def test_configured_route_without_guard_is_logged(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    app = FastAPI()
-    router = APIRouter()
+def test_exactly_the_declared_idempotent_writes_are_guarded() -> None:
+    # The declarations are the only list of idempotent writes: a route is guarded if and only
+    # if its resource declares its operation idempotent.
+    declared = {
+        (method, f"{version}/{spec.name}{below}")
+        for spec in RESOURCES
+        for operation, method, below in (
+            (Operation.CREATE, "POST", ""),
+            (Operation.CHANGE, "PATCH", f"/{{{spec.item}_id}}"),
+        )
+        if operation in spec.idempotent
+        for version in ("/api/v1", "/api/v2")
+    }
+    guarded = set()
+    for version in VERSIONS:
+        for route in version_router(version, RESOURCES).routes:
+            assert isinstance(route, APIRoute)
+            calls = {d.call for d in route.dependant.dependencies}
+            if guards.idempotent in calls:
+                guarded |= {(method, route.path) for method in route.methods}
+    assert guarded == declared
+    assert len(declared) == 8
 
-    @router.post("/unguarded")
-    async def unguarded() -> dict[str, bool]:
-        return {"ran": True}
 
-    app.include_router(router)
-    idempotency.install(app, routes={("POST", "/unguarded")})
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        response = await client.post("/unguarded")
-    assert response.status_code == 200
-    assert "POST /unguarded is configured as idempotent but has no GUARD" in caplog.text
+async def test_a_guard_without_the_middleware_fails_loudly() -> None:
+    # The one wiring mistake left: the guard on a route the middleware never saw. It must not
+    # run the write unprotected.
+    redis = Redis.from_url(REDIS_URL)
+    try:
+        engine = Idempotency(redis, "unused:", ttl_seconds=60)
+        request = Request(
+            {"type": "http", "method": "POST", "path": "/x", "headers": [], "query_string": b""}
+        )
+        with pytest.raises(AssertionError, match="idempotency middleware did not see"):
+            await idempotency.decide(engine, request, uuid.uuid4())
+    finally:
+        await redis.aclose()

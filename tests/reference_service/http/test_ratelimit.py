@@ -27,7 +27,8 @@ from redis.asyncio import Redis
 from reference_service.db.admin import Principal
 from reference_service.http import problems
 from reference_service.http.auth import current_principal
-from reference_service.http.ratelimit import RateLimiter, rate_limited
+from reference_service.http.guards import rate_limited, rate_limiter
+from reference_service.http.ratelimit import RateLimiter
 from reference_service.policy import RateLimitPolicy
 
 REDIS_URL = os.environ.get("ADBM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -106,10 +107,15 @@ def _policy(**changes: Any) -> RateLimitPolicy:
 
 def _app(limiter: RateLimiter) -> FastAPI:
     """A small app using the dependency as the service would; `X-Tenant`/`X-Key` headers stand
-    in for authentication (the real `current_principal` is overridden)."""
+    in for authentication (the real `current_principal` is overridden), and `limiter` for the
+    one the lifespan would build."""
     app = FastAPI()
     problems.install(app)
-    app.state.rate_limiter = limiter
+
+    async def this_limiter() -> RateLimiter:
+        return limiter
+
+    app.dependency_overrides[rate_limiter] = this_limiter
 
     def fake_principal(request: Request) -> Principal:
         return Principal(

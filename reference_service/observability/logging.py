@@ -1,0 +1,187 @@
+"""JSON logs for every process of the service (API, worker, relay): one object per line.
+
+structlog renders every line, the standard library's included (uvicorn's error log, psycopg's,
+aio-pika's, ...), through one `ProcessorFormatter` on the root logger, so a line never escapes
+the schema whatever library wrote it. The schema:
+
+- `timestamp` (RFC 3339, UTC), `level`, `event`, `logger`;
+- `trace_id`, `span_id` of the current OpenTelemetry span, when there is one;
+- whatever the request bound with `bind_request()`: `request_id`, `tenant`, `route` (the
+  template, never the raw path), and, on the access line, `status` and `duration_ms`;
+- `exception` (the formatted traceback) on error lines.
+
+Secrets never reach the output: `redact` runs last before rendering, on every line.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Mapping, MutableMapping
+from typing import Any, Final, TextIO
+
+import structlog
+from opentelemetry import trace
+
+REDACTED: Final = "***"
+
+# Field names whose values are secret as a whole, compared case-insensitively with `-` read as
+# `_` (so a logged header mapping is covered as well as a keyword argument).
+SECRET_FIELDS: Final = frozenset(
+    {
+        "authorization",
+        "proxy_authorization",
+        "cookie",
+        "set_cookie",
+        "idempotency_key",
+        "x_api_key",
+        "api_key",
+        "password",
+        "passwd",
+        "secret",
+        "cursor_secret",
+        "token",
+    }
+)
+
+# `scheme://user:password@host` -> `scheme://user:***@host`; libpq's `password=...` keywords.
+_URL_PASSWORD: Final = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@\s]*(?=@)")
+_KEYWORD_PASSWORD: Final = re.compile(r"(?i)(?P<head>\bpassword\s*=\s*)('[^']*'|\S+)")
+# A secret header written into a message, e.g. `Authorization: Bearer abc`.
+_HEADER_VALUE: Final = re.compile(
+    r"(?i)(?P<head>\b(?:authorization|idempotency-key|x-api-key|cookie)\s*[:=]\s*)[^\r\n,;]+"
+)
+
+
+# A secret field inside a mapping's repr or a JSON text: `'password': 'x'`, `"token": "y"`.
+_QUOTED_FIELD: Final = re.compile(
+    r"(?i)(?P<head>['\"](?:"
+    + "|".join(name.replace("_", "[-_]") for name in sorted(SECRET_FIELDS))
+    + r")['\"]\s*:\s*)(?P<quote>['\"])(?:(?!(?P=quote)).)*(?P=quote)"
+)
+
+
+def _secret_field(name: object) -> bool:
+    return isinstance(name, str) and name.lower().replace("-", "_") in SECRET_FIELDS
+
+
+def redact_text(text: str) -> str:
+    text = _URL_PASSWORD.sub(rf"\g<head>{REDACTED}", text)
+    text = _QUOTED_FIELD.sub(rf"\g<head>\g<quote>{REDACTED}\g<quote>", text)
+    text = _KEYWORD_PASSWORD.sub(rf"\g<head>{REDACTED}", text)
+    return _HEADER_VALUE.sub(rf"\g<head>{REDACTED}", text)
+
+
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, Mapping):
+        return {k: REDACTED if _secret_field(k) else _redact_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact_value(v) for v in value]
+    return value
+
+
+def redact(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: secret fields blanked, credentials cut out of every string."""
+    for key, value in event_dict.items():
+        event_dict[key] = REDACTED if _secret_field(key) else _redact_value(value)
+    return event_dict
+
+
+def add_trace_context(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: the current span's ids, so a line joins its trace."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event_dict.setdefault("trace_id", f"{context.trace_id:032x}")
+        event_dict.setdefault("span_id", f"{context.span_id:016x}")
+    return event_dict
+
+
+def _rename_message(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    # A standard-library record's `%`-formatted message becomes the `event`; structlog's
+    # `_record`/`_from_structlog` bookkeeping never reaches the output.
+    event_dict.pop("_record", None)
+    event_dict.pop("_from_structlog", None)
+    return event_dict
+
+
+# The schema's fields first, in this order, then whatever else a line carries.
+_ORDER: Final = ("timestamp", "level", "event", "logger", "trace_id", "span_id")
+
+
+def _order_fields(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    ordered = {key: event_dict.pop(key) for key in _ORDER if key in event_dict}
+    ordered.update(event_dict)
+    return ordered
+
+
+def _shared_processors() -> list[Any]:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+        add_trace_context,
+    ]
+
+
+def configure(level: str = "INFO", stream: TextIO | None = None) -> None:
+    """Route every logger of the process, structlog's and the standard library's, to one JSON
+    handler on `stream` (standard output by default) at `level`. Idempotent."""
+    handler = logging.StreamHandler(stream or sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=_shared_processors(),
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                _rename_message,
+                structlog.processors.format_exc_info,
+                redact,
+                _order_fields,
+                structlog.processors.JSONRenderer(sort_keys=False),
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # Libraries that install handlers of their own would print a second, non-JSON copy.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "aio_pika", "aiormq"):
+        library = logging.getLogger(name)
+        library.handlers[:] = []
+        library.propagate = True
+    # The access line is ours (`access_line`): it knows the route template and the tenant.
+    logging.getLogger("uvicorn.access").disabled = True
+    structlog.configure(
+        processors=[
+            *_shared_processors(),
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+
+
+def get_logger(name: str) -> Any:
+    return structlog.stdlib.get_logger(name)
+
+
+def bind_request(**fields: Any) -> None:
+    """Fields every line of the current request (or message) carries from here on."""
+    structlog.contextvars.bind_contextvars(**fields)
+
+
+def clear_request() -> None:
+    structlog.contextvars.clear_contextvars()
