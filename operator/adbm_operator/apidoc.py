@@ -50,12 +50,11 @@ def _constraints(node: dict[str, Any]) -> str:
     parts = []
     if "enum" in node:
         parts.append(" or ".join(f"`{v}`" for v in node["enum"]))
+    # OpenAPI v3.0 bounds: `exclusiveMinimum` is a flag on `minimum`, not a number.
     if "minimum" in node:
-        parts.append(f"≥ {node['minimum']}")
-    if "exclusiveMinimum" in node:
-        parts.append(f"> {node['exclusiveMinimum']}")
+        parts.append(f"{'>' if node.get('exclusiveMinimum') else '≥'} {node['minimum']}")
     if "maximum" in node:
-        parts.append(f"≤ {node['maximum']}")
+        parts.append(f"{'<' if node.get('exclusiveMaximum') else '≤'} {node['maximum']}")
     if "minLength" in node and node["minLength"] > 1:
         parts.append(f"length ≥ {node['minLength']}")
     if "maxLength" in node:
@@ -75,8 +74,8 @@ def _constraints(node: dict[str, Any]) -> str:
 
 
 def _default(node: dict[str, Any]) -> str:
-    # `{}` means "filled from the fields' own defaults", which their rows show.
-    if "default" not in node or node["default"] == {}:
+    # An object default made of its fields' own defaults is what their rows show already.
+    if "default" not in node or node["default"] == crd.defaults_of_fields(node):
         return ""
     return f"`{json.dumps(node['default'])}`"
 

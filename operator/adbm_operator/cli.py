@@ -45,22 +45,26 @@ def _read_documents(path: str, stdin: TextIO | None) -> Iterator[tuple[int, dict
 
 
 def load(path: str, stdin: TextIO | None = None) -> list[model.BackendService]:
-    """Parse and validate every BackendService in a file; other kinds are an error."""
-    objects = []
+    """Parse and validate every BackendService in a file; other kinds are an error. Every
+    invalid document is reported, each with every problem it has."""
+    objects, problems = [], []
     for index, doc in _read_documents(path, stdin):
         kind, api_version = doc.get("kind"), doc.get("apiVersion")
         if kind != model.KIND or api_version != model.API_VERSION:
-            raise InputError(
+            problems.append(
                 f"{path}: document {index} is {api_version}/{kind}, "
                 f"expected {model.API_VERSION}/{model.KIND}"
             )
+            continue
         try:
             objects.append(model.parse(doc))
         except ValidationError as exc:
             name = (doc.get("metadata") or {}).get("name", "?")
-            raise InputError(
+            problems.append(
                 f"{path}: BackendService {name!r} is invalid:\n{format_validation_error(exc)}"
-            ) from exc
+            )
+    if problems:
+        raise InputError("\nerror: ".join(problems))
     return objects
 
 
@@ -75,7 +79,7 @@ def dump(objects: Sequence[dict[str, Any]], output: str) -> str:
 def _render(args: argparse.Namespace) -> str:
     objects = load(args.filename)
     if args.defaults:
-        return dump([model.with_defaults(obj) for obj in objects], args.output)
+        return dump([model.with_computed_defaults(obj) for obj in objects], args.output)
     children = []
     for obj in objects:
         rendered = offline(obj)
@@ -177,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument(
         "--defaults",
         action="store_true",
-        help="print the BackendServices themselves with every default applied instead",
+        help="print the BackendServices themselves instead, with every default applied"
+        " (including the app role and Redis key prefix computed from the object)",
     )
     render.set_defaults(func=_render)
 

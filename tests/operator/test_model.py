@@ -174,8 +174,8 @@ INVALID: list[tuple[str, str, Any, str, str]] = [
         "spec.replicas",
         11,
         "spec",
-        "API and worker replicas (at their autoscaling maximum) times database.pool.maxSize"
-        " exceed database.connectionBudget",
+        "API and worker replicas at their autoscaling maximum (11 + 0) \u00d7 pool.maxSize 10"
+        " = 110 connections exceed database.connectionBudget 100",
     ),
     (
         "minimal",
@@ -475,3 +475,23 @@ def test_wrong_kind_or_api_version_is_rejected() -> None:
         model.parse({**minimal(), "apiVersion": "adbm.io/v1"})
     with pytest.raises(ValidationError):
         model.parse({**minimal(), "kind": "Deployment"})
+
+
+def test_the_model_imports_nothing_else_of_the_operator() -> None:
+    """The API types are the bottom layer: specs, handlers and the CLI build on them."""
+    import ast
+    from pathlib import Path
+
+    package = Path(model.__file__).parent
+    imported = set()
+    for source in package.glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                if node.level > 1:
+                    imported.add("." * node.level + (node.module or ""))
+                elif node.level == 0 and node.module:
+                    imported.add(node.module)
+    assert [m for m in imported if m.startswith(("adbm_operator", ".."))] == []
+    assert len(list(package.glob("*.py"))) >= 6

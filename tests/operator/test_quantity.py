@@ -1,12 +1,18 @@
-"""Kubernetes quantities as exact values."""
+"""Kubernetes quantities: the model's pattern validates them, `parse_quantity` gives their value.
+
+`kubernetes.utils.parse_quantity` is a value parser, not a validator (it takes `1 Gi`, `+1`,
+`NaN`), so the pattern is what stands between a user's typo and the API server.
+"""
 
 from __future__ import annotations
 
 from decimal import Decimal
 
 import pytest
+from kubernetes.utils import parse_quantity
+from pydantic import ValidationError
 
-from adbm_operator import quantity
+from adbm_operator import model
 
 
 @pytest.mark.parametrize(
@@ -26,15 +32,20 @@ from adbm_operator import quantity
     ],
 )
 def test_parse(text: str, value: Decimal) -> None:
-    assert quantity.parse(text) == value
+    assert model.ResourceList(cpu=text).cpu == text
+    assert parse_quantity(text) == value
 
 
-@pytest.mark.parametrize("text", ["-1", "+1", "1 Gi", "Gi", "", "1Gb", "1.2.3"])
+@pytest.mark.parametrize("text", ["-1", "+1", "1 Gi", "Gi", "", "1Gb", "1.2.3", "NaN", "Infinity"])
 def test_rejects_what_kubernetes_would_not_take_as_a_resource(text: str) -> None:
-    with pytest.raises(ValueError, match="not a Kubernetes quantity"):
-        quantity.parse(text)
+    with pytest.raises(ValidationError, match="should match pattern"):
+        model.ResourceList(cpu=text)
 
 
 def test_binary_and_decimal_suffixes_compare_by_value() -> None:
-    assert quantity.parse("1Gi") > quantity.parse("1G")
-    assert quantity.parse("1000m") == quantity.parse("1")
+    assert parse_quantity("1Gi") > parse_quantity("1G")
+    assert parse_quantity("1000m") == parse_quantity("1")
+    with pytest.raises(ValidationError, match=r"requests\.memory must not exceed limits\.memory"):
+        model.Resources(
+            requests=model.ResourceList(memory="1Gi"), limits=model.ResourceList(memory="1G")
+        )

@@ -29,6 +29,7 @@ from typing import Any
 import jsonschema
 import yaml
 from jsonschema.protocols import Validator
+from kubernetes.utils import parse_quantity
 from referencing import Registry, Resource
 
 # The newest Kubernetes whose schemas kubernetes_validate ships.
@@ -55,25 +56,11 @@ _DURATION = re.compile(
     r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$"
 )
 _DURATION_MS = (365 * 86_400_000, 7 * 86_400_000, 86_400_000, 3_600_000, 60_000, 1_000, 1)
-_QUANTITY = re.compile(r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(.*)$")
-_SUFFIX = {
-    "": Decimal(1),
-    "n": Decimal("1e-9"),
-    "u": Decimal("1e-6"),
-    "m": Decimal("1e-3"),
-    "k": Decimal("1e3"),
-    "M": Decimal("1e6"),
-    "G": Decimal("1e9"),
-    "T": Decimal("1e12"),
-    "P": Decimal("1e15"),
-    "E": Decimal("1e18"),
-    "Ki": Decimal(2**10),
-    "Mi": Decimal(2**20),
-    "Gi": Decimal(2**30),
-    "Ti": Decimal(2**40),
-    "Pi": Decimal(2**50),
-    "Ei": Decimal(2**60),
-}
+# Kubernetes' quantity grammar (apimachinery `resource.Quantity`), with its sign. It is the
+# check; `parse_quantity` only computes the value, and would take `1 Gi` or `NaN` as well.
+_QUANTITY = re.compile(
+    r"^[+-]?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?[0-9]+))?$"
+)
 MAX_ANNOTATIONS_BYTES = 256 * 1024
 MAX_CONFIGMAP_BYTES = 1024 * 1024
 
@@ -200,13 +187,9 @@ def _validator(obj: Mapping[str, Any], version: str) -> Validator:
 def quantity(value: str | int | float) -> Decimal:
     """A Kubernetes quantity as a number (`250m` is 0.25, `1Gi` is 2**30, `1e3` is 1000)."""
     text = str(value)
-    match = _QUANTITY.match(text)
-    assert match is not None, f"not a quantity: {text!r}"
-    number, suffix = Decimal(match.group(1)), match.group(2)
-    if suffix in _SUFFIX:
-        return number * _SUFFIX[suffix]
-    assert re.fullmatch(r"[eE][+-]?[0-9]+", suffix), f"not a quantity: {text!r}"
-    return number * Decimal(10) ** int(suffix[1:])
+    assert _QUANTITY.match(text), f"not a quantity: {text!r}"
+    result: Decimal = parse_quantity(text)
+    return result
 
 
 def duration_ms(text: str) -> int:

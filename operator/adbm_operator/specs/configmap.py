@@ -11,6 +11,7 @@ import hashlib
 import json
 from typing import Any
 
+from adbm_operator import model
 from adbm_operator.model import BackendService
 from adbm_operator.specs import labels
 from reference_service.policy import (
@@ -79,7 +80,7 @@ def settings(obj: BackendService) -> dict[str, str]:
         "ADBM_DB_POOL_MAX_SIZE": str(db.pool.max_size),
         "ADBM_DB_POOL_ACQUIRE_TIMEOUT_SECONDS": str(db.pool.acquire_timeout_seconds),
         "ADBM_DB_TENANT_SETTING": db.row_level_security.tenant_setting,
-        "ADBM_REDIS_KEY_PREFIX": spec.redis.key_prefix or f"{obj.namespace}:{obj.name}:",
+        "ADBM_REDIS_KEY_PREFIX": model.redis_key_prefix(obj),
         "ADBM_QUEUE_ENABLED": "true" if spec.queue is not None else "false",
         "ADBM_POLICY": policy(obj).model_dump_json(),
         "ADBM_HTTP_PORT": str(HTTP_PORT),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 
+from adbm_operator import model
 from adbm_operator.model import BackendService
 
 MANAGED_BY = "adbm-operator"
@@ -60,9 +61,7 @@ def metadata(
 
 def app_role(obj: BackendService) -> str:
     """The Postgres role the service connects as."""
-    if obj.spec.database.app_role is not None:
-        return obj.spec.database.app_role
-    return f"{obj.name.replace('-', '_')}_app"[:63]
+    return model.app_role(obj)
 
 
 def db_app_secret_name(obj: BackendService) -> str:

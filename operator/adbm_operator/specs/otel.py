@@ -12,7 +12,7 @@ from typing import Any
 
 import jinja2
 
-from adbm_operator import quantity
+from adbm_operator import model
 from adbm_operator.model import BackendService, OtlpProtocol
 from adbm_operator.specs import configmap, labels
 
@@ -91,7 +91,7 @@ def gomemlimit(memory_limit: str | None) -> str | None:
     acts. None when there is no limit."""
     if memory_limit is None:
         return None
-    return str(int(quantity.parse(memory_limit) * 8 / 10))
+    return str(int(model.quantity_value(memory_limit) * 8 / 10))
 
 
 def _env(memory_limit: str | None) -> list[dict[str, Any]]:
