@@ -316,10 +316,11 @@ async def plan_changes(
         if not state.forced:
             changes.append(Change(state.table, "force row-level security", p.force))
         current = state.policy(POLICY)
-        if not _matches(current, expected):
-            what = "create" if current is None else "replace"
+        if current is None:
+            changes.append(Change(state.table, f"create policy {POLICY}", p.create_policy))
+        elif not _matches(current, expected):
             changes.append(Change(state.table, f"drop policy {POLICY}", p.drop_policy))
-            changes.append(Change(state.table, f"{what} policy {POLICY}", p.create_policy))
+            changes.append(Change(state.table, f"recreate policy {POLICY}", p.create_policy))
         unmanaged += [
             f"{SCHEMA}.{state.table}: policy {other.name} (not created by adbm, left in place)"
             for other in state.policies

@@ -121,11 +121,13 @@ async def provision(server: Server, desired: Desired) -> Report:
         ) as maintenance:
             budget = await read_budget(maintenance, desired.wanted_connections, desired.reserve)
             async with _session_lock(maintenance):
-                await roles.ensure_database(maintenance, desired.database, desired.owner, changed)
-                await roles.ensure_role(
+                created_database = await roles.ensure_database(
+                    maintenance, desired.database, desired.owner, changed
+                )
+                created_role = await roles.ensure_role(
                     maintenance, desired.app_role, desired.app_password, desired.owner, changed
                 )
-        created = bool(changes)
+        created = created_database or created_role
         async with await connect(
             server.conninfo(desired.database, timeout=int(timeout)),
             server.describe(desired.database),

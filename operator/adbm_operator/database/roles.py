@@ -34,20 +34,22 @@ async def _scalar(
 
 async def ensure_database(
     conn: psycopg.AsyncConnection[Any], name: str, owner: str, changed: Changed
-) -> None:
-    """Create database `name` if it does not exist (on a maintenance-database connection)."""
+) -> bool:
+    """Create database `name` if it does not exist (on a maintenance-database connection);
+    whether it was created."""
     query = sql.SQL("SELECT 1 FROM pg_catalog.pg_database WHERE datname = %s")
     if await _scalar(conn, query, name):
-        return
+        return False
     database = sql.Identifier(name)
     try:
         await conn.execute(sql.SQL("CREATE DATABASE {}").format(database))
     except psycopg.errors.DuplicateDatabase:
-        return  # another provisioner created it in between: theirs, and marked by them
+        return False  # another provisioner created it in between: theirs, and marked by them
     await conn.execute(
         sql.SQL("COMMENT ON DATABASE {} IS {}").format(database, sql.Literal(marker(owner)))
     )
     changed(f"created database {name}")
+    return True
 
 
 def _verifier(conn: psycopg.AsyncConnection[Any], role: str, password: str) -> sql.Literal:
@@ -65,8 +67,9 @@ async def ensure_role(
     changed: Changed,
     *,
     reset_password: bool = False,
-) -> None:
-    """Create the app role with `password`, or reset its attributes if they drifted.
+) -> bool:
+    """Create the app role with `password`, or reset its attributes if they drifted; whether
+    it was created.
 
     An existing role's password is set again only with `reset_password` (the caller found it
     cannot log in with the one in its Secret): reading the stored verifier needs a superuser.
@@ -92,7 +95,7 @@ async def ensure_role(
                 sql.SQL("COMMENT ON ROLE {} IS {}").format(name, sql.Literal(marker(owner)))
             )
             changed(f"created role {role}")
-            return
+            return True
         row = (False,)
     if not row[0]:
         await conn.execute(sql.SQL("ALTER ROLE {} {}").format(name, ROLE_ATTRIBUTES))
@@ -102,6 +105,7 @@ async def ensure_role(
             sql.SQL("ALTER ROLE {} PASSWORD {}").format(name, _verifier(conn, role, password))
         )
         changed(f"set the password of role {role} to the one in its Secret")
+    return False
 
 
 async def ensure_least_privilege(
