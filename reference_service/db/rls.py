@@ -14,6 +14,11 @@ permissive policy, `tenant_isolation`, for every command and every role:
   instead of seeing nothing.
 - WITH CHECK rejects writing a row for any other tenant.
 
+`plan_changes` reads the catalogs (RLS flags, policies, and optionally the app role's table
+privileges) and returns the pending changes with a summary; `apply` runs them; `converge` plans,
+applies and re-plans in one transaction under the migration lock; `verify` checks the result
+and runs a read-only canary. Policies adbm did not create are reported, never dropped.
+
 This module is shared with the operator, so it knows nothing of HTTP or of the service's settings.
 """
 
