@@ -250,10 +250,21 @@ async def _write_checks(
             await _set_timeouts(admin)
             row = await (
                 await admin.execute(
-                    "SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user"
+                    "SELECT rolsuper, pg_catalog.pg_has_role(current_user, %s, 'MEMBER')"
+                    " FROM pg_catalog.pg_roles WHERE rolname = current_user",
+                    (app_role,),
                 )
             ).fetchone()
-            if row is not None and row[0]:
+            superuser, member = (bool(row[0]), bool(row[1])) if row else (False, False)
+            if not member:
+                recorder.skip(
+                    "connection",
+                    "write proofs as the app role",
+                    f"the admin may not SET ROLE {app_role} (a superuser admin, or one that is"
+                    " a member of the app role, runs them)",
+                )
+                return
+            if superuser:
                 await admin.execute("SET LOCAL session_replication_role = replica")
             layouts = {t: await _columns(admin, t) for t in tables}
             await admin.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(app_role)))

@@ -44,6 +44,10 @@ from reference_service.db.schema import SCHEMA
 
 log = logging.getLogger(__name__)
 
+LOCK_WAIT_SECONDS = 10.0
+"""Default longest wait for a lock (the migration lock, a table's): a long migration or a stuck
+transaction makes the pass report `Migrating` and retry later, never hang the reconcile."""
+
 
 @dataclass(frozen=True)
 class Desired:
@@ -62,6 +66,11 @@ class Desired:
     """Whether the migration Job of the current image has succeeded."""
     reserve: int = OPERATOR_RESERVE
     timeout: float = CONNECT_TIMEOUT_SECONDS
+    lock_wait: float = LOCK_WAIT_SECONDS
+
+    @property
+    def lock_timeout(self) -> str:
+        return f"{max(int(self.lock_wait * 1000), 1)}ms"
 
     def __repr__(self) -> str:  # never print the password
         return f"Desired(owner={self.owner!r}, database={self.database!r}, role={self.app_role!r})"
@@ -97,7 +106,10 @@ def app_conninfo(server: Server, desired: Desired) -> str:
 
 
 @asynccontextmanager
-async def _session_lock(conn: psycopg.AsyncConnection[Any]) -> AsyncIterator[None]:
+async def _session_lock(
+    conn: psycopg.AsyncConnection[Any], lock_timeout: str
+) -> AsyncIterator[None]:
+    await conn.execute("SELECT pg_catalog.set_config('lock_timeout', %s, false)", (lock_timeout,))
     await conn.execute("SELECT pg_catalog.pg_advisory_lock(%s)", (rls.LOCK,))
     try:
         yield
@@ -120,7 +132,7 @@ async def provision(server: Server, desired: Desired) -> Report:
             timeout=timeout,
         ) as maintenance:
             budget = await read_budget(maintenance, desired.wanted_connections, desired.reserve)
-            async with _session_lock(maintenance):
+            async with _session_lock(maintenance, desired.lock_timeout):
                 created_database = await roles.ensure_database(
                     maintenance, desired.database, desired.owner, changed
                 )
@@ -165,6 +177,13 @@ async def provision(server: Server, desired: Desired) -> Report:
         )
     except Unreachable as exc:
         return Report(Observations(unreachable=str(exc)), pending="", changes=tuple(changes))
+    except psycopg.errors.LockNotAvailable:
+        message = (
+            f"{desired.database} is locked by a migration or another provisioner"
+            f" (waited {desired.lock_wait:g} s); retrying later"
+        )
+        observations = Observations(migrated=False, migration_message=message)
+        return Report(observations, pending="", changes=tuple(changes))
     except psycopg.Error as exc:
         # Refused by the server as the admin (e.g. not allowed to create roles): not a bug of
         # ours, and not one to retry in a hot loop; the message says what the admin lacks.
@@ -190,6 +209,9 @@ async def _converge(
     admin: psycopg.AsyncConnection[Any], desired: Desired, changed: roles.Changed
 ) -> rls.Convergence | None:
     async with admin.transaction():
+        await admin.execute(
+            "SELECT pg_catalog.set_config('lock_timeout', %s, true)", (desired.lock_timeout,)
+        )
         await admin.execute("SELECT pg_catalog.pg_advisory_xact_lock(%s)", (rls.LOCK,))
         await roles.ensure_least_privilege(admin, desired.app_role, desired.database, changed)
         if not desired.migrated:

@@ -107,3 +107,21 @@ async def test_a_missing_privilege_shows_as_a_failed_write(
     (failure,) = result.failures
     assert (failure.table, failure.name) == ("public.outbox", "a tenant writes its own row")
     assert "permission denied" in failure.detail
+
+
+async def test_an_admin_that_may_not_become_the_app_role_skips_the_write_proofs(
+    admin: Any, app: Any, scratch: Scratch
+) -> None:
+    other = f"{scratch.role}_ops"
+    scratch.extra_roles.append(other)
+    await admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(other)))
+    from tests.reference_service.conftest import conninfo
+
+    async with await psycopg.AsyncConnection.connect(
+        conninfo(scratch.database, user=other), autocommit=True
+    ) as limited:
+        result = await _canary(limited, app, scratch)
+    assert result.ok
+    (skipped,) = [c for c in result.checks if c.outcome == "skipped"]
+    assert skipped.name == "write proofs as the app role"
+    assert "not exercised" in result.message()

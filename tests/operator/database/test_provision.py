@@ -311,3 +311,16 @@ async def test_retargeting_desired_keeps_the_password_out_of_its_repr(
 ) -> None:
     value = dataclasses.replace(desired(), app_role="other")
     assert scratch.password not in repr(value)
+
+
+async def test_a_held_migration_lock_is_migrating_not_a_hang(
+    server: Server, desired: Callable[..., Desired], admin: Any, scratch: Scratch
+) -> None:
+    # A migration in progress holds the lock in its transaction.
+    async with await psycopg.AsyncConnection.connect(admin_url(scratch)) as migrator:
+        await migrator.execute("SELECT pg_advisory_xact_lock(%s)", (rls.LOCK,))
+        report = await provision(server, desired(lock_wait=0.2))
+        await migrator.rollback()
+    status, reason, message = report.condition()
+    assert (status, reason) == ("False", "Migrating")
+    assert "is locked by a migration or another provisioner" in message
