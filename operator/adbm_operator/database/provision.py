@@ -276,3 +276,12 @@ def desired_from_spec(obj: BackendService, *, app_password: str, migrated: bool)
         wanted_connections=max_connections(obj.spec),
         migrated=migrated,
     )
+
+
+RETRY_DELAYS_SECONDS = (5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+
+def retry_delay(failures: int) -> float:
+    """Seconds before the next pass after `failures` consecutive Unreachable results: a down
+    server is retried with backoff, never in a hot loop."""
+    return RETRY_DELAYS_SECONDS[min(max(failures, 1), len(RETRY_DELAYS_SECONDS)) - 1]

@@ -6,9 +6,13 @@ import base64
 
 import pytest
 
+from adbm_operator.database import children
 from adbm_operator.database.budget import Budget
 from adbm_operator.database.canary import Check, IsolationResult
 from adbm_operator.database.condition import Observations, database_ready
+from adbm_operator.database.provision import desired_from_spec, retry_delay
+from adbm_operator.database.target import admin_server
+from adbm_operator.model import max_connections
 from adbm_operator.specs import configmap, dbsecrets, labels, migration, pod
 from tests.operator.specs.support import assert_valid, example
 
@@ -135,3 +139,50 @@ def test_database_ready_messages() -> None:
         "isolation proven: 1 checks passed"
         in database_ready(Observations(budget=FITS, migrated=True, isolation=PROVEN))[2]
     )
+
+
+def test_desired_from_spec_reads_the_database_fields() -> None:
+    obj = example(
+        "minimal",
+        {
+            "spec.database.appRole": "shop_rw",
+            "spec.database.rowLevelSecurity": {
+                "tenantSetting": "shop.tenant",
+                "tenantColumn": "org_id",
+                "tables": ["orders", "invoices"],
+            },
+        },
+    )
+    desired = desired_from_spec(obj, app_password="pw", migrated=True)
+    assert (desired.owner, desired.database, desired.app_role) == ("shop/shop", "shop", "shop_rw")
+    assert desired.tables == ("orders", "invoices")
+    assert (desired.tenant_setting, desired.tenant_column) == ("shop.tenant", "org_id")
+    assert desired.wanted_connections == max_connections(obj.spec)
+    assert desired.migrated and "pw" not in repr(desired)
+    assert desired_from_spec(example("minimal"), app_password="x", migrated=False).app_role == (
+        "shop_app"
+    )
+
+
+def test_retries_back_off_and_stay_bounded() -> None:
+    delays = [retry_delay(n) for n in range(1, 10)]
+    assert delays == sorted(delays) and delays[0] == 5 and max(delays) == 300
+
+
+def test_children_are_the_three_secrets_and_the_job() -> None:
+    obj = example("minimal")
+    server = admin_server(
+        {"uri": base64.b64encode(b"postgresql://postgres:pw@pg-rw.shop:5432/*").decode()}, "uri"
+    )
+    objects = children.secrets(obj, server, "app-pw")
+    assert [o["metadata"]["name"] for o in objects] == [
+        "shop-db-password",
+        "shop-db-app",
+        "shop-db-migrate",
+    ]
+    uris = [base64.b64decode(o["data"]["uri"]).decode() for o in objects[1:]]
+    assert uris == [
+        "postgresql://shop_app:app-pw@pg-rw.shop:5432/shop",
+        "postgresql://postgres:pw@pg-rw.shop:5432/shop",
+    ]
+    assert children.migration_job(obj) == migration.job(obj)
