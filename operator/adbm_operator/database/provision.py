@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from adbm_operator.database import roles
@@ -86,6 +87,8 @@ class Report:
     unmanaged_policies: tuple[str, ...] = ()
     created: bool = False
     """Whether this pass created the database or the role (first provisioning, not drift)."""
+    schema_version: str | None = None
+    """The newest migration recorded in `schema_migrations` (for status), once migrated."""
 
     def condition(self) -> tuple[Status, Reason, str]:
         return database_ready(self.observations)
@@ -168,6 +171,7 @@ async def provision(server: Server, desired: Desired) -> Report:
                     desired.tenant_setting,
                     desired.tenant_column,
                 )
+            schema_version = await _schema_version(admin)
         problems = await rls.verify(
             server.conninfo(desired.database, timeout=int(timeout)),
             app_conninfo(server, desired),
@@ -202,7 +206,23 @@ async def provision(server: Server, desired: Desired) -> Report:
         changes=tuple(changes),
         unmanaged_policies=convergence.before.unmanaged_policies,
         created=created,
+        schema_version=schema_version,
     )
+
+
+async def _schema_version(admin: psycopg.AsyncConnection[Any]) -> str | None:
+    """The newest applied migration, as `adbm-service migrate` records it (None for an image
+    whose migrations keep no such table)."""
+    table = f"{SCHEMA}.schema_migrations"
+    cur = await admin.execute("SELECT pg_catalog.to_regclass(%s) IS NOT NULL", (table,))
+    row = await cur.fetchone()
+    if not (row and row[0]):
+        return None
+    cur = await admin.execute(
+        sql.SQL("SELECT max(version) FROM {}").format(sql.Identifier(SCHEMA, "schema_migrations"))
+    )
+    row = await cur.fetchone()
+    return None if row is None or row[0] is None else str(row[0])
 
 
 async def _converge(

@@ -37,6 +37,9 @@ class Server:
 
     params: Mapping[str, str]
 
+    def __repr__(self) -> str:  # the params hold the admin's password
+        return f"Server({self.user}@{self.host}:{self.port})"
+
     @property
     def host(self) -> str:
         return self.params.get("host", "localhost")

@@ -100,6 +100,7 @@ async def test_migrated_database_is_provisioned_with_exact_grants(
     status, reason, message = provisioned.condition()
     assert (status, reason) == ("True", "Provisioned")
     assert "isolation proven" in message
+    assert provisioned.schema_version == "0001_core"
     privileges = await _table_privileges(admin, scratch.role)
     assert privileges == {table: {"SELECT", "INSERT", "UPDATE"} for table in TENANT_SCOPED}
     assert await roles.owned_objects(admin, scratch.role) == []

@@ -38,6 +38,7 @@ def test_a_cloudnativepg_superuser_secret_works_as_is() -> None:
         "connect_timeout": "5",
     }
     assert server.describe("shop") == "postgres@pg-rw.shop:5432/shop"
+    assert repr(server) == "Server(postgres@pg-rw.shop:5432)"
     assert conninfo_to_dict(admin_uri(server, dbname="shop")) == {
         "user": "postgres",
         "password": "p@ss:w/rd",
