@@ -149,7 +149,7 @@ async def _app_connection_checks(
             await _set_timeouts(app)
             for table in tables:
                 # A fresh session: the setting was never defined (current_setting gives NULL).
-                seen = await _sees_any(app, f"{table}")
+                seen = await _sees_any(app, table)
                 recorder.record(
                     f"{SCHEMA}.{table}",
                     "no tenant set sees no rows",

@@ -10,7 +10,7 @@ from the plan after applying it, or another policy widens what the app role sees
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from adbm_operator.database.budget import Budget
@@ -43,8 +43,6 @@ class Observations:
     remaining_drift: tuple[str, ...] = ()
     """Differences still there after the plan was applied, and `rls.verify` catalog problems."""
     isolation: IsolationResult | None = None
-    repaired: tuple[str, ...] = field(default=())
-    """Changes made this pass (for an Event; not a reason by themselves)."""
 
 
 def database_ready(obs: Observations) -> tuple[Status, Reason, str]:

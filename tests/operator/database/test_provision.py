@@ -4,6 +4,7 @@ not from what the provisioner says it did."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Callable
 from typing import Any
@@ -285,8 +286,6 @@ async def test_connection_budget_exceeded_is_a_condition_and_the_rest_proceeds(
 async def test_two_concurrent_provisioners_change_everything_exactly_once(
     server: Server, desired: Callable[..., Desired], scratch: Scratch
 ) -> None:
-    import asyncio
-
     first = await asyncio.gather(*(provision(server, desired(migrated=False)) for _ in range(2)))
     changes = [c for report in first for c in report.changes]
     assert changes.count(f"created database {scratch.database}") == 1
@@ -307,7 +306,7 @@ async def test_two_concurrent_provisioners_change_everything_exactly_once(
     assert sum(1 for r in second if r.changes) == 1
 
 
-async def test_retargeting_desired_keeps_the_password_out_of_its_repr(
+async def test_desired_never_shows_the_password(
     desired: Callable[..., Desired], scratch: Scratch
 ) -> None:
     value = dataclasses.replace(desired(), app_role="other")
@@ -325,3 +324,46 @@ async def test_a_held_migration_lock_is_migrating_not_a_hang(
     status, reason, message = report.condition()
     assert (status, reason) == ("False", "Migrating")
     assert "is locked by a migration or another provisioner" in message
+
+
+async def test_rls_from_nothing_is_planned_applied_and_verified(
+    server: Server, desired: Callable[..., Desired], admin: Any, ddl_log: DdlLog
+) -> None:
+    for table in TENANT_SCOPED:
+        name = sql.Identifier(table)
+        await admin.execute(sql.SQL("DROP POLICY tenant_isolation ON {}").format(name))
+        await admin.execute(
+            sql.SQL(
+                "ALTER TABLE {} NO FORCE ROW LEVEL SECURITY, DISABLE ROW LEVEL SECURITY"
+            ).format(name)
+        )
+    await ddl_log.clear()
+    report = await _repair(server, desired())
+    per_table = [
+        "enable row-level security",
+        "force row-level security",
+        "create policy tenant_isolation",
+    ]
+    assert report.pending == "; ".join(
+        f"public.{t}: {what}" for t in TENANT_SCOPED for what in per_table
+    )
+    assert [tag for tag, _ in await ddl_log.read()] == [
+        "ALTER TABLE",
+        "ALTER TABLE",
+        "CREATE POLICY",
+    ] * len(TENANT_SCOPED)
+    assert report.observations.remaining_drift == ()
+    again = await provision(server, desired())
+    assert again.changes == () and again.pending == "no pending changes"
+
+
+async def test_an_empty_database_plans_nothing_until_migrated(
+    server: Server, desired: Callable[..., Desired], scratch: Scratch
+) -> None:
+    await provision(server, desired(migrated=False))
+    # Migrated by the Job's account, but the tables are not there: nothing is applied.
+    report = await provision(server, desired())
+    assert report.condition()[:2] == ("False", "Migrating")
+    assert report.changes == ()
+    async with await psycopg.AsyncConnection.connect(admin_url(scratch)) as conn:
+        assert {s.exists for s in await rls.inspect(conn, TENANT_SCOPED)} == {False}
