@@ -81,6 +81,7 @@ from .spec import (
 from .status import (
     BackendServiceStatus,
     ChildSummary,
+    DatabaseStatus,
     Condition,
     ConditionStatus,
     WorkloadSummary,
@@ -119,6 +120,7 @@ __all__ = [
     "BackendServiceSpec",
     "BackendServiceStatus",
     "ChildSummary",
+    "DatabaseStatus",
     "Condition",
     "ConditionStatus",
     "Database",
