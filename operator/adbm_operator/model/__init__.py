@@ -81,9 +81,9 @@ from .spec import (
 from .status import (
     BackendServiceStatus,
     ChildSummary,
-    DatabaseStatus,
     Condition,
     ConditionStatus,
+    DatabaseStatus,
     WorkloadSummary,
 )
 from .validation import quantity_value
@@ -120,10 +120,10 @@ __all__ = [
     "BackendServiceSpec",
     "BackendServiceStatus",
     "ChildSummary",
-    "DatabaseStatus",
     "Condition",
     "ConditionStatus",
     "Database",
+    "DatabaseStatus",
     "DeletionPolicy",
     "DeprecatedVersion",
     "HttpMethod",
