@@ -136,12 +136,12 @@ async def run_pass(
         return Report(Observations(unreachable=message), pending="", changes=())
 
 
-async def ensure_job(client: kube.Client, obj: BackendService, owner: Mapping[str, Any]) -> None:
-    """Create the migration Job of `obj.spec.image` when absent; an existing one is never
-    changed (its pod template is immutable, and it ran, or runs, already)."""
+async def ensure_job(client: kube.Client, obj: BackendService, owner: Mapping[str, Any]) -> bool:
+    """Create the migration Job of `obj.spec.image` when absent (whether it did); an existing
+    one is never changed (its pod template is immutable, and it ran, or runs, already)."""
     job = children.migration_job(obj)
     job["metadata"]["ownerReferences"] = [dict(owner)]
-    await _create_absent(client, job)
+    return (await _create_absent(client, job))[1]
 
 
 def job_failure(live: Mapping[str, Any] | None) -> str | None:

@@ -110,6 +110,8 @@ class Outcome:
     unusable."""
     migration: tuple[str, bool] | None = None
     """(name, finished) of the migration Job of the current image, as this reconcile saw it."""
+    database_passed: bool = False
+    """Whether a provisioning pass ran."""
 
 
 async def secret_versions(
@@ -167,13 +169,15 @@ async def reconcile(
     known_secrets: Mapping[str, str] | None = None,
     backoff: provisioning.Backoff | None = None,
     periodic: bool = False,
+    database_pass: bool = True,
 ) -> Outcome:
     """Converge one BackendService and compute its status. `drift` marks a run triggered by a
     change to a child, so corrections are counted as drift; `write=False` only observes (a
     Deployment's rollout moved on, nothing of ours changed), and then `known_secrets` (the
     versions the last reconcile read) spares reading the Secrets again. `backoff` is this
     object's record of unusable database servers; `periodic` marks the verification timer's
-    pass, which runs even while backing off (it is the retry)."""
+    pass, which runs even while backing off (it is the retry); `database_pass=False` skips the
+    provisioning pass (a child's drift changes nothing in the database) and keeps its verdict."""
     started = time.perf_counter()
     now = datetime.now(UTC).replace(microsecond=0)
     obj = model.parse(dict(body))
@@ -188,7 +192,18 @@ async def reconcile(
         shape["metadata"]["ownerReferences"] = [owner_reference(body)]
     created = await _create_absent(client, once, run) if applying else {}
     database = (
-        await _database(client, obj, body, integrations, run, previous, backoff, periodic, drift)
+        await _database(
+            client,
+            obj,
+            body,
+            integrations,
+            run,
+            previous,
+            backoff,
+            periodic=periodic,
+            drift=drift,
+            database_pass=database_pass or periodic,
+        )
         if applying
         else _Database(
             verdict=provisioning.previous_verdict(previous),
@@ -210,6 +225,15 @@ async def reconcile(
         await _apply(client, desired, integrations, run, drift=drift)
         if run.temporary is None:
             run.writes += await prune(client, obj, uid, desired, integrations, keep=held)
+        if database.create_job:
+            # After the ConfigMap and Secrets its pod reads, and after the pass that created the
+            # database and the app role the migration grants to.
+            try:
+                created_job = await provisioning.ensure_job(client, obj, owner_reference(body))
+                run.writes += int(created_job)
+                run.children.append(_summary(migration.job(obj), "Applied"))
+            except kube.ApiError as exc:
+                run.failed(migration.job(obj), exc)
 
     notes: list[str] = []
     if not integrations.has(kinds.SCALED_OBJECT) and keda.queue_length_groups(obj):
@@ -272,6 +296,7 @@ async def reconcile(
         events=database.events,
         retry_database_in=database.retry_in,
         migration=database.migration,
+        database_passed=database.report is not None,
     )
 
 
@@ -287,6 +312,7 @@ class _Database:
     events: list[tuple[str, str, str]] = field(default_factory=list)
     retry_in: float | None = None
     migration: tuple[str, bool] | None = None
+    create_job: bool = False
 
 
 async def _database(
@@ -297,8 +323,10 @@ async def _database(
     run: _Writes,
     previous: model.BackendServiceStatus | None,
     backoff: provisioning.Backoff | None,
+    *,
     periodic: bool,
     drift: bool,
+    database_pass: bool,
 ) -> _Database:
     """The database step (see `provisioning`): its Secrets applied, one bounded pass unless
     backing off, the migration Job created, and the image the Deployments may run."""
@@ -337,7 +365,9 @@ async def _database(
     if succeeded:
         image = obj.spec.image
     state = (job_name, succeeded or failure is not None)
-    if backoff.held(time.monotonic()) and not periodic:
+    if not database_pass or (backoff.held(time.monotonic()) and not periodic):
+        if job is not None:
+            run.children.append(_summary(migration.job(obj), "Applied"))
         return _Database(verdict=kept, image=image, secrets=found, migration=state)
 
     report = await provisioning.run_pass(inputs, obj, migrated=succeeded)
@@ -351,16 +381,10 @@ async def _database(
     if report.unmanaged_policies:
         names = ", ".join(report.unmanaged_policies)
         events.append(("Warning", "UnmanagedPolicies", f"policies adbm did not create: {names}"))
-    if job is None and report.observations.unreachable is None:
-        # Only now: the pass has created the database and the app role the migration grants to.
-        try:
-            await provisioning.ensure_job(client, obj, owner)
-            run.writes += 1
-        except kube.ApiError as exc:
-            run.failed(migration.job(obj), exc)
-    if job is not None or report.observations.unreachable is None:
+    if job is not None:
         run.children.append(_summary(migration.job(obj), "Applied"))
     return _Database(
+        create_job=job is None and report.observations.unreachable is None,
         verdict=verdict,
         image=image,
         report=report,

@@ -221,8 +221,9 @@ def kubeconfig(cluster: AdbmEmulator, tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 @contextlib.asynccontextmanager
-async def running() -> AsyncIterator[None]:
-    """The operator, with the product's registry, settings and login, until the block ends."""
+async def running(*, verify_interval: float | None = None) -> AsyncIterator[None]:
+    """The operator, with the product's registry, settings and login, until the block ends;
+    `verify_interval` replaces every object's database verification interval."""
     stop = asyncio.Event()
     # Kopf cancels, when it stops, every task born after it started: the fixture's teardown
     # is such a task, so it joins the ignored ones before the stop.
@@ -230,7 +231,7 @@ async def running() -> AsyncIterator[None]:
     tasks = await kopf.spawn_tasks(
         registry=registry,
         settings=lifecycle.settings(fast=True),
-        memo=runtime.new_memo(),
+        memo=runtime.new_memo(verify_interval=verify_interval),
         standalone=True,
         namespaces=[NS],
         stop_flag=stop,

@@ -51,8 +51,9 @@ async def converge(body: kopf.Body, memo: Any, retry: int, logger: kopf.Logger, 
 
 
 @kopf.on.event(model.GROUP, model.VERSION, model.PLURAL, registry=registry)
-def forget(type: str, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    """A deleted BackendService leaves nothing behind in the operator's memory."""
+async def forget(type: str, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    """A deleted BackendService leaves nothing behind in the operator's memory. Async, so it
+    runs in the event loop with the other handlers (Kopf runs sync handlers in threads)."""
     if type == "DELETED" and namespace is not None:
         runtime.of(memo).forget(namespace, name)
 

@@ -41,7 +41,9 @@ async def drop_database_objects(
     try:
         obj = model.parse(dict(body))
     except ValidationError:
-        kopf.warn(body, reason="DeprovisionSkipped", message="the spec does not validate")
+        kopf.event(
+            body, type="Warning", reason="DeprovisionSkipped", message="the spec does not validate"
+        )
         return
     db = obj.spec.database
     what = f"database {db.name} and role {labels.app_role(obj)}"
@@ -63,10 +65,10 @@ async def drop_database_objects(
         if retry + 1 < MAX_ATTEMPTS:
             raise kopf.TemporaryError(str(exc), delay=retry_delay(retry + 1)) from exc
         message = f"gave up after {MAX_ATTEMPTS} attempts ({exc}); left behind: {what}"
-        kopf.warn(body, reason="DeprovisionAbandoned", message=message[:1024])
+        kopf.event(body, type="Warning", reason="DeprovisionAbandoned", message=message[:1024])
         logger.warning(message)
         return
     dropped = ", ".join(report.dropped) or "nothing"
     message = f"dropped {dropped}" + (f"; left: {', '.join(report.left)}" if report.left else "")
-    kopf.info(body, reason="DatabaseDeprovisioned", message=message[:1024])
+    kopf.event(body, type="Normal", reason="DatabaseDeprovisioned", message=message[:1024])
     logger.info(message)

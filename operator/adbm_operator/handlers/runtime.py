@@ -90,6 +90,7 @@ async def converge(
     drift: bool = False,
     write: bool = True,
     periodic: bool = False,
+    database_pass: bool = True,
     log: logging.Logger | logging.LoggerAdapter[Any] = logger,
 ) -> reconcile.Outcome:
     """Reconcile one BackendService under its lock, then publish status and events. The object
@@ -112,6 +113,7 @@ async def converge(
             known_secrets=None if write else rt.secrets_seen.get(key),
             backoff=rt.database.setdefault(key, provisioning.Backoff()),
             periodic=periodic,
+            database_pass=database_pass,
         )
         await publish(client, fresh, outcome, log)
         rt.rendered[key] = {identity(c): c for c in outcome.desired}
@@ -120,7 +122,8 @@ async def converge(
             rt.rollouts[(namespace, rollout.name)] = rollout
         if outcome.migration is not None:
             rt.migrations[key] = outcome.migration
-        if write:
+        pending = rt.verifiers.get(key)
+        if outcome.database_passed or (write and (pending is None or pending.done())):
             schedule_pass(rt, namespace, name, _next_pass(rt, fresh, outcome))
     return outcome
 
@@ -140,7 +143,8 @@ def schedule_pass(rt: Runtime, namespace: str, name: str, delay: float) -> None:
     """The verification timer of one BackendService: after `delay`, a reconcile whose
     provisioning pass re-proves isolation and repairs drift. Every reconcile that writes moves
     it (a pass just ran), so an object busy with changes is not verified twice as often, and
-    one whose spec changed its interval follows the new one. Kopf's own timers and daemons
+    one whose spec changed its interval follows the new one. A reconcile without a pass (a
+    child's drift) leaves it as it is. Kopf's own timers and daemons
     would put a finalizer on every object; this one needs none (it is cancelled when the
     object is deleted), so only `deletionPolicy: Delete` brings a finalizer."""
     key = (namespace, name)
