@@ -23,6 +23,7 @@ import pytest
 from psycopg import sql
 
 from adbm_operator import model
+from adbm_operator.handlers import deletion
 from adbm_operator.specs import configmap, dbsecrets, migration
 from reference_service.db import rls
 from reference_service.db.migrate import migrate
@@ -339,3 +340,21 @@ async def test_an_unreachable_server_is_reported_backed_off_and_the_rest_applied
         settled = dict(cluster.requests_by_verb)
         await asyncio.sleep(1.5)
         assert dict(cluster.requests_by_verb) == settled
+
+
+async def test_a_deletion_that_cannot_reach_the_server_gives_up_and_says_what_is_left(
+    operator: AdbmEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(deletion, "MAX_ATTEMPTS", 2)  # one retry, after retry_delay(1)
+    body = backend()
+    body["spec"]["database"]["deletionPolicy"] = "Delete"
+    await provision_and_roll_out(operator, body)
+    # The platform team removed the admin's Secret first: the server cannot be reached.
+    await call(operator, "DELETE", url("Secret", ADMIN_SECRET))
+    await call(operator, "DELETE", url("BackendService", "shop"))
+    await until(lambda: _gone(operator), timeout=30, what="the finalizer removed anyway")
+    (event,) = await until(lambda: events(operator, "DeprovisionAbandoned"))
+    assert event["type"] == "Warning"
+    assert "gave up after 2 attempts" in event["message"]
+    assert f"database {names().database} and role {names().role}" in event["message"]
+    assert await role_exists(names().role), "left behind, as the Event says"
