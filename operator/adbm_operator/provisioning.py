@@ -48,15 +48,20 @@ class Backoff:
     failures: int = 0
     not_before: float = 0.0
     """`time.monotonic()` before which triggered reconciles skip the pass."""
+    admin_version: str | None = None
+    """The admin Secret's resourceVersion the last failure was seen with."""
 
-    def held(self, now: float) -> bool:
-        return self.failures > 0 and now < self.not_before
+    def held(self, now: float, admin_version: str | None) -> bool:
+        """Whether a triggered reconcile skips the pass: while backing off, unless the admin
+        Secret changed since (new credentials deserve a try at once)."""
+        return self.failures > 0 and now < self.not_before and admin_version == self.admin_version
 
-    def record(self, unreachable: bool, now: float) -> float | None:
+    def record(self, unreachable: bool, now: float, admin_version: str | None) -> float | None:
         """Count a pass; the delay before the next one when the server was unusable."""
         if not unreachable:
             self.failures = 0
             return None
+        self.admin_version = admin_version
         self.failures += 1
         delay = retry_delay(self.failures)
         self.not_before = now + delay
@@ -73,6 +78,8 @@ class Inputs:
     """Why no pass can run (the admin Secret is missing or unusable)."""
     derived: list[dict[str, Any]] = field(default_factory=list)
     """`<name>-db-app` and `<name>-db-migrate`, to apply with the other children."""
+    admin_version: str | None = None
+    """resourceVersion of the admin Secret read: a change to it reconciles again."""
 
 
 async def read_inputs(
@@ -85,10 +92,11 @@ async def read_inputs(
     admin = await client.get(kinds.SECRET, obj.namespace, ref.name)
     if admin is None:
         return Inputs(problem=f"admin Secret {ref.name} not found"), None, False
+    version = admin["metadata"].get("resourceVersion", "")
     try:
         server = admin_server(admin.get("data") or {}, ref.key)
     except AdminSecretError as exc:
-        return Inputs(problem=f"admin Secret {ref.name}: {exc}"), None, False
+        return Inputs(problem=f"admin Secret {ref.name}: {exc}", admin_version=version), None, False
     shape = dbsecrets.password_secret(obj, dbsecrets.generate_password())
     shape["metadata"]["ownerReferences"] = [dict(owner)]
     live, created = await _create_absent(client, shape)
@@ -96,11 +104,12 @@ async def read_inputs(
     if password is None:
         name = dbsecrets.password_secret_name(obj)
         problem = f"Secret {name} holds no {dbsecrets.PASSWORD_KEY!r}: delete it to generate one"
-        return Inputs(server=server, problem=problem), live, created
+        return Inputs(server=server, problem=problem, admin_version=version), live, created
     derived = children.secrets(obj, server, password)[1:]
     for secret in derived:
         secret["metadata"]["ownerReferences"] = [dict(owner)]
-    return Inputs(server=server, password=password, derived=derived), live, created
+    inputs = Inputs(server=server, password=password, derived=derived, admin_version=version)
+    return inputs, live, created
 
 
 async def _create_absent(

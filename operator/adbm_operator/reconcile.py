@@ -291,7 +291,7 @@ async def reconcile(
         run.writes,
         run.temporary,
         desired=desired,
-        secret_versions=versions,
+        secret_versions=_with_admin(versions, obj, database.admin_version),
         rollouts=[api, *workers],
         events=database.events,
         retry_database_in=database.retry_in,
@@ -313,6 +313,7 @@ class _Database:
     retry_in: float | None = None
     migration: tuple[str, bool] | None = None
     create_job: bool = False
+    admin_version: str | None = None
 
 
 async def _database(
@@ -340,6 +341,7 @@ async def _database(
         run.failed(_password_shape(obj), exc)
         return _Database(verdict=kept, image=image)
     found: dict[str, Mapping[str, Any]] = {}
+    admin = inputs.admin_version
     if password is not None:
         run.writes += int(new)
         run.children.append(_summary(password, "Applied"))
@@ -350,29 +352,34 @@ async def _database(
         if live is not None:
             found[secret["metadata"]["name"]] = live
     if inputs.problem is not None:
-        retry_in = backoff.record(True, time.monotonic())
+        retry_in = backoff.record(True, time.monotonic(), admin)
         verdict = provisioning.problem_verdict(inputs.problem)
-        return _Database(verdict=verdict, image=image, secrets=found, retry_in=retry_in)
+        return _Database(
+            verdict=verdict, image=image, secrets=found, retry_in=retry_in, admin_version=admin
+        )
 
     job_name = migration.name(obj)
     try:
         job = await client.get(kinds.JOB, obj.namespace, job_name)
     except kube.ApiError as exc:
         run.failed(migration.job(obj), exc)
-        return _Database(verdict=kept, image=image, secrets=found)
+        return _Database(verdict=kept, image=image, secrets=found, admin_version=admin)
     succeeded = migration.succeeded(job)
     failure = provisioning.job_failure(job)
     if succeeded:
         image = obj.spec.image
     state = (job_name, succeeded or failure is not None)
-    if not database_pass or (backoff.held(time.monotonic()) and not periodic):
+    if not database_pass or (backoff.held(time.monotonic(), admin) and not periodic):
         if job is not None:
             run.children.append(_summary(migration.job(obj), "Applied"))
-        return _Database(verdict=kept, image=image, secrets=found, migration=state)
+        return _Database(
+            verdict=kept, image=image, secrets=found, migration=state, admin_version=admin
+        )
 
     report = await provisioning.run_pass(inputs, obj, migrated=succeeded)
     verdict = provisioning.verdict(report, job_name, failure)
-    retry_in = backoff.record(report.observations.unreachable is not None, time.monotonic())
+    unusable = report.observations.unreachable is not None
+    retry_in = backoff.record(unusable, time.monotonic(), admin)
     events = []
     event = report.event()
     if event is not None:
@@ -392,7 +399,17 @@ async def _database(
         events=events,
         retry_in=retry_in,
         migration=state,
+        admin_version=admin,
     )
+
+
+def _with_admin(
+    versions: Mapping[str, str], obj: BackendService, admin: str | None
+) -> dict[str, str]:
+    """The versions the Secret watch compares with: the pods' Secrets and the admin's (whose
+    change is reconciled too; the pods do not read it, so it is not in their checksum)."""
+    name = obj.spec.database.admin_secret_ref.name
+    return {**versions, name: admin} if admin is not None else dict(versions)
 
 
 def _password_shape(obj: BackendService) -> dict[str, Any]:

@@ -340,6 +340,11 @@ async def test_an_unreachable_server_is_reported_backed_off_and_the_rest_applied
         settled = dict(cluster.requests_by_verb)
         await asyncio.sleep(1.5)
         assert dict(cluster.requests_by_verb) == settled
+        # New credentials are tried at once, backoff or not: the admin Secret is watched.
+        fixed = {"data": {"uri": base64.b64encode(SERVER_URL.encode()).decode()}}
+        await call(cluster, "PATCH", url("Secret", ADMIN_SECRET), fixed)
+        await condition_is(cluster, "DatabaseReady", "False", "Migrating")
+        await until(lambda: get(cluster, "Job", job), what="the migration Job")
 
 
 async def test_a_deletion_that_cannot_reach_the_server_gives_up_and_says_what_is_left(

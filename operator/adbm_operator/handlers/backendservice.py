@@ -16,12 +16,15 @@ from adbm_operator.specs import pod
 
 @kopf.index(model.GROUP, model.VERSION, model.PLURAL, registry=registry)
 def by_secret(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[Any, str]:
-    """(namespace, Secret name) -> the BackendServices whose pods read that Secret."""
+    """(namespace, Secret name) -> the BackendServices whose pods read that Secret, or whose
+    database admin it is."""
     try:
         obj = model.parse(dict(body))
     except ValidationError:
         return {}
-    return {(namespace, ref.name): name for ref in pod.referenced_secrets(obj)}
+    found = {(namespace, ref.name): name for ref in pod.referenced_secrets(obj)}
+    found[(namespace, obj.spec.database.admin_secret_ref.name)] = name
+    return found
 
 
 @kopf.index(model.GROUP, model.VERSION, model.PLURAL, registry=registry)
