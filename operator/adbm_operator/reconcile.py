@@ -385,7 +385,9 @@ async def _database(
     if event is not None:
         reason, message = event
         events.append(("Normal" if report.created else "Warning", reason, message))
-    if report.unmanaged_policies:
+    news = kept is None or (kept.status, kept.reason) != (verdict.status, verdict.reason)
+    if report.unmanaged_policies and (news or report.changes):
+        # Said when the outcome changes, not on every pass: they are reported, never dropped.
         names = ", ".join(report.unmanaged_policies)
         events.append(("Warning", "UnmanagedPolicies", f"policies adbm did not create: {names}"))
     if job is not None:
