@@ -363,3 +363,48 @@ async def test_a_deletion_that_cannot_reach_the_server_gives_up_and_says_what_is
     assert "gave up after 2 attempts" in event["message"]
     assert f"database {names().database} and role {names().role}" in event["message"]
     assert await role_exists(names().role), "left behind, as the Event says"
+
+
+async def test_a_spec_the_server_cannot_hold_is_refused_as_a_condition(
+    operator: AdbmEmulator,
+) -> None:
+    body = backend(replicas=50)
+    body["spec"]["database"].update(pool={"maxSize": 100}, connectionBudget=100_000)
+    await call(operator, "POST", BACKENDS, body)
+    refused = await condition_is(operator, "DatabaseReady", "False", "ConnectionBudgetExceeded")
+    assert "max_connections" in refused["message"]
+    await condition_is(operator, "Degraded", "True", "ConnectionBudgetExceeded")
+    # Refused, not crashed: the other children are applied, and the reconcile goes on.
+    for kind, name in (("ConfigMap", "shop-config"), ("Service", "shop")):
+        assert await get(operator, kind, name) is not None, name
+    shop = await get(operator, "BackendService", "shop")
+    assert shop is not None
+    assert condition(shop, "ResourcesApplied")["status"] == "True"
+
+
+async def test_a_changed_admin_server_rewrites_the_app_secret_and_rolls_the_pods(
+    operator: AdbmEmulator,
+) -> None:
+    await provision_and_roll_out(operator, backend())
+    app = await get(operator, "Secret", "shop-db-app")
+    assert app is not None
+    checksum = await base.template_annotation(operator, "shop-api", "checksum/secrets")
+    # The platform team pins TLS off in the admin's URI: the app's URI carries it too.
+    pinned = SERVER_URL + ("&" if "?" in SERVER_URL else "?") + "sslmode=disable"
+    await call(
+        operator,
+        "PATCH",
+        url("Secret", ADMIN_SECRET),
+        {"data": {"uri": base64.b64encode(pinned.encode()).decode()}},
+    )
+    await base.until_rolled(
+        operator, "checksum/secrets", checksum, "shop-api", "shop-worker-orders"
+    )
+    rewritten = await get(operator, "Secret", "shop-db-app")
+    assert rewritten is not None
+    assert b64decode(rewritten["data"]["uri"]).endswith("?sslmode=disable")
+    password = await get(operator, "Secret", "shop-db-password")
+    assert password is not None
+    # The password is the one generated once: only the server's part changed.
+    kept = b64decode(password["data"]["password"])
+    assert b64decode(rewritten["data"]["password"]) == kept == b64decode(app["data"]["password"])
