@@ -384,7 +384,11 @@ async def _database(
     event = report.event()
     if event is not None:
         reason, message = event
-        events.append(("Normal" if report.created else "Warning", reason, message))
+        # Changes before isolation was ever proven complete the first provisioning (e.g. the
+        # policies of an image whose migrate does not apply them): not drift.
+        if not (previous and previous.database and previous.database.last_verified):
+            reason = "DatabaseProvisioned"
+        events.append(("Normal" if reason == "DatabaseProvisioned" else "Warning", reason, message))
     news = kept is None or (kept.status, kept.reason) != (verdict.status, verdict.reason)
     if report.unmanaged_policies and (news or report.changes):
         # Said when the outcome changes, not on every pass: they are reported, never dropped.
