@@ -82,9 +82,15 @@ POD_DISRUPTION_BUDGET = _applied("policy/v1", "PodDisruptionBudget", "poddisrupt
 DEPLOYMENT = _applied("apps/v1", "Deployment", "deployments")
 SERVICE = _applied("v1", "Service", "services")
 CONFIG_MAP = _applied("v1", "ConfigMap", "configmaps")
-# Read to roll the pods when one changes; the operator's own (the cursor-signing key) are
-# created once when absent and never updated, so a Secret a user replaced stays theirs.
-SECRET = Kind("v1", "Secret", "secrets", frozenset({"get", "list", "watch", "create"}))
+# Read to roll the pods when one changes. Of the operator's own, the generated ones (the
+# cursor-signing key, the app role's password) are created once when absent and never updated,
+# so a Secret a user replaced stays theirs; the derived ones (`<name>-db-app` the pods read and
+# `<name>-db-migrate` the migration Job reads) are server-side applied, hence patch. None is
+# deleted by the operator: garbage collection removes them with their BackendService.
+SECRET = Kind("v1", "Secret", "secrets", frozenset({"get", "list", "watch", "create", "patch"}))
+# The migration Job of each image: created when absent, never patched (its pod template is
+# immutable), watched so its completion lets the new image roll out; garbage-collected.
+JOB = Kind("batch/v1", "Job", "jobs", frozenset({"get", "list", "watch", "create"}))
 # Watched; Kopf patches its finalizer and progress annotations; status written from observation.
 BACKEND_SERVICE = Kind(
     model.API_VERSION,
@@ -114,7 +120,7 @@ APPLIED = (
     SERVICE,
     CONFIG_MAP,
 )
-ALL = (*APPLIED, SECRET, BACKEND_SERVICE, CUSTOM_RESOURCE_DEFINITION)
+ALL = (*APPLIED, SECRET, JOB, BACKEND_SERVICE, CUSTOM_RESOURCE_DEFINITION)
 BY_KEY = {k.key: k for k in ALL}
 
 

@@ -38,6 +38,7 @@ RULES_TABLE = ROOT / "charts" / "adbm-operator" / "files" / "rbac.yaml"
 EMULATOR_SUITE = [
     "tests/operator/test_operator.py",
     "tests/operator/test_deployed.py",
+    "tests/operator/test_operator_database.py",
 ]
 WATCHED = "payments"  # the namespace test_deployed.py installs the namespaced mode for
 # kube-apiserver's bootstrap policy: what `system:discovery` lets any authenticated user GET.
@@ -279,10 +280,13 @@ def test_every_kind_in_the_table_gets_the_verbs_it_lists() -> None:
         assert kind.verbs <= granted(kind.group, kind.plural), kind
 
 
-def test_secrets_are_read_and_created_never_changed_and_status_is_writable() -> None:
-    # The operator creates its own cursor-signing Secret once and never updates or deletes a
-    # Secret (garbage collection removes its own with the BackendService).
-    assert granted("", "secrets") == {"get", "list", "watch", "create"} == kinds.SECRET.verbs
+def test_secrets_and_jobs_are_never_deleted_and_jobs_never_changed() -> None:
+    # The operator creates its generated Secrets once, applies the two it derives for the
+    # database, and never deletes a Secret (garbage collection removes its own with the
+    # BackendService). A migration Job is created once per image and never patched.
+    assert granted("", "secrets") == {"get", "list", "watch", "create", "patch"}
+    assert granted("", "secrets") == kinds.SECRET.verbs
+    assert granted("batch", "jobs") == {"get", "list", "watch", "create"} == kinds.JOB.verbs
     assert "patch" in granted("adbm.io", "backendservices/status")
     assert "delete" not in granted("adbm.io", "backendservices")
     bsvc = kinds.BACKEND_SERVICE

@@ -164,7 +164,14 @@ class Database(ApiModel):
     row_level_security: RowLevelSecurity = RowLevelSecurity()
     """Tenant isolation policies."""
     deletion_policy: DeletionPolicy = DeletionPolicy.RETAIN
-    """What happens to the app role and schema when the BackendService is deleted."""
+    """What happens to the database objects adbm created when the BackendService is deleted:
+    `Retain` leaves everything; `Delete` drops the app role, and the database if adbm created it
+    (else only adbm's tenant policies). Only `Delete` puts a finalizer on the object."""
+    verify_interval_seconds: Annotated[int, Field(ge=30, le=86_400)] = (
+        defaults.VERIFY_INTERVAL_SECONDS
+    )
+    """How often the operator re-proves tenant isolation as the app role and repairs drift of
+    the database (a dropped policy, FORCE turned off, an extra grant), besides every reconcile."""
 
 
 class Redis(ApiModel):
