@@ -7,12 +7,16 @@ its queues afterwards; databases come from the `database_urls` fixture of the pa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import shutil
 import socket
+import sys
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -56,10 +60,8 @@ async def delete_queues(amqp_url: str, names: Sequence[str]) -> None:
     async with connection:
         for name in names:
             channel = await connection.channel()
-            try:
+            with contextlib.suppress(aio_pika.exceptions.ChannelClosed):  # never declared
                 await channel.queue_delete(name)
-            except aio_pika.exceptions.ChannelClosed:
-                pass  # never declared
             if not channel.is_closed:
                 await channel.close()
 
@@ -205,3 +207,63 @@ async def check_books(
     for account, start in initial.items():
         assert balances[account] == start - spent[account], (account, start, spent[account])
     return ends
+
+
+def service_command() -> str:
+    """The `adbm-service` console script of this environment."""
+    beside = Path(sys.executable).parent / "adbm-service"
+    found = str(beside) if beside.exists() else shutil.which("adbm-service")
+    assert found, "adbm-service is not installed in this environment"
+    return found
+
+
+async def start_worker(
+    settings: Settings,
+    log: Path,
+    queues: Sequence[str] = SAGA_QUEUES,
+    *,
+    prefetch: int = 32,
+    **env: str,
+) -> asyncio.subprocess.Process:
+    """`adbm-service worker --queues ... --prefetch N` as a process, as the operator renders it;
+    its stderr (the logs) appended to `log`, never to a pipe that could fill and block it."""
+    with log.open("ab") as err:
+        return await asyncio.create_subprocess_exec(
+            service_command(),
+            "worker",
+            "--queues",
+            ",".join(queues),
+            "--prefetch",
+            str(prefetch),
+            env={**environment(settings), **env},
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=err,
+        )
+
+
+async def http_get(port: int, path: str) -> tuple[int, bytes]:
+    """Status and body of `GET path` on 127.0.0.1:port (what a kubelet probe does)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        response = await reader.read()
+    finally:
+        writer.close()
+    head, _, body = response.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), body
+
+
+async def wait_ready(port: int, *, limit_seconds: float = 60) -> None:
+    deadline = time.monotonic() + limit_seconds
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            status, body = await http_get(port, "/ready")
+            if status == 200:
+                return
+            last = body
+        except OSError as exc:
+            last = exc
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"worker not ready after {limit_seconds}s: {last!r}")
