@@ -81,7 +81,9 @@ def readiness(
     async def check() -> dict[str, str]:
         problems: dict[str, str] = {}
         current = connection()
-        if current is None or current.is_closed:
+        # `connected` is cleared while a robust connection is re-establishing itself, when
+        # `is_closed` is still false.
+        if current is None or current.is_closed or not current.connected.is_set():
             problems["rabbitmq"] = "not connected"
         try:
             await asyncio.wait_for(database.ping(), timeout=1.5)

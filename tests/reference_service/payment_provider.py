@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import uvicorn
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
@@ -68,7 +68,10 @@ class Provider:
     async def charges_endpoint(self, request: Request) -> JSONResponse:
         self.requests += 1
         key = request.headers.get("idempotency-key")
-        body = await request.json()
+        try:
+            body = await request.json()
+        except ClientDisconnect:  # the client timed out before the body was read
+            return JSONResponse({"error": "client went away"}, status_code=499)
         if not key:
             return JSONResponse({"error": "Idempotency-Key required"}, status_code=400)
         amount = int(body["amount_minor"])
@@ -87,7 +90,10 @@ class Provider:
 
     async def refunds_endpoint(self, request: Request) -> JSONResponse:
         self.requests += 1
-        body = await request.json()
+        try:
+            body = await request.json()
+        except ClientDisconnect:
+            return JSONResponse({"error": "client went away"}, status_code=499)
         key = str(body["charge_key"])
         with self.lock:
             charge = self.charges.get(key)
