@@ -15,7 +15,7 @@ from reference_service.db.pool import Database
 # idempotency and ratelimit register their problem types on import: before the route modules,
 # whose OpenAPI error tables are built from the registry.
 from reference_service.http import idempotency, limits, ratelimit  # isort: skip
-from reference_service.http import health, problems, routes_v1, routes_v2, versioning
+from reference_service.http import health, order_routes, problems, routes_v1, routes_v2, versioning
 from reference_service.http.pagination import CursorCodec
 from reference_service.http.state import Services
 from reference_service.observability import tracing
@@ -66,7 +66,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         debug=False,
     )
     problems.install(app)
-    idempotency.install(app, routes=idempotency.V1_WRITES | idempotency.V2_WRITES)
+    idempotency.install(
+        app, routes=idempotency.V1_WRITES | idempotency.V2_WRITES | order_routes.WRITES
+    )
     app.include_router(health.router)
     deprecated = versioning.deprecated_versions(settings.policy.versioning)
     # Both versions call the same domain functions; a deprecated one is marked so in the
@@ -74,8 +76,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Every public route: rate limited first (one Redis round trip), then, on the critical
     # writes, the idempotency decision (one more); health and readiness stay unlimited.
     guards = [Depends(ratelimit.rate_limited()), idempotency.GUARD]
+    placing = {
+        "v1": order_routes.router(routes_v1.PREFIX, lambda order: order),
+        "v2": order_routes.router(routes_v2.PREFIX, routes_v2.OrderV2.of),
+    }
     for version, router in (("v1", routes_v1.router), ("v2", routes_v2.router)):
         app.include_router(router, deprecated=version in deprecated or None, dependencies=guards)
+        app.include_router(
+            placing[version], deprecated=version in deprecated or None, dependencies=guards
+        )
     if deprecated:
         app.add_middleware(versioning.DeprecationMiddleware, policy=settings.policy.versioning)
     app.add_middleware(ratelimit.RateLimitHeaders)

@@ -17,6 +17,8 @@ class Order(Resource):
     total_minor: int
     currency: str
     status: str
+    status_reason: str | None = None
+    """Why the order was cancelled; null otherwise."""
 
 
 _ROWS: Final = Table(TABLE, Order)

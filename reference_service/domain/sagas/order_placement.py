@@ -37,7 +37,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 from psycopg import sql
 from pydantic import Field
@@ -92,9 +92,13 @@ QUEUE_OF: Final[dict[str, str]] = {
 }
 
 
+# A JSON body carries ids as strings: strict mode would refuse every one of them.
+_Id = Annotated[uuid.UUID, Field(strict=False)]
+
+
 class OrderPlace(Input):
-    account_id: uuid.UUID
-    product_id: uuid.UUID
+    account_id: _Id
+    product_id: _Id
     quantity: int = Field(ge=1, le=10_000)
 
 
