@@ -175,7 +175,10 @@ class Consumer:
     async def _publish(self, queue: str, envelope: Envelope) -> None:
         assert self._publisher is not None
         await self._publisher.default_exchange.publish(
-            envelope.to_message(), routing_key=queue, mandatory=True
+            envelope.to_message(),
+            routing_key=queue,
+            mandatory=True,
+            timeout=topology.PUBLISH_TIMEOUT_SECONDS,
         )
 
     async def _publish_raw_dead(
@@ -191,6 +194,7 @@ class Consumer:
             ),
             routing_key=topology.dead_queue_name(self._name(logical)),
             mandatory=True,
+            timeout=topology.PUBLISH_TIMEOUT_SECONDS,
         )
 
     async def _ack(self, message: AbstractIncomingMessage, logical: str, outcome: str) -> None:

@@ -75,6 +75,7 @@ class Relay:
                         Envelope(p.id, p.tenant_id, p.topic, p.payload).to_message(),
                         routing_key=topology.queue_name(self._prefix, p.topic),
                         mandatory=True,
+                        timeout=topology.PUBLISH_TIMEOUT_SECONDS,
                     )
                     for p in pending
                 )

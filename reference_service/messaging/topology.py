@@ -70,3 +70,7 @@ async def declare(channel: AbstractChannel, work_queue: str, backoff: Backoff) -
 
 
 PERSISTENT = aio_pika.DeliveryMode.PERSISTENT
+
+PUBLISH_TIMEOUT_SECONDS = 10.0
+"""How long a publish waits for the broker's confirm: a broker that is away must not hold the
+relay's transaction (and its row locks) or a retrying handler forever."""

@@ -19,6 +19,7 @@ from tests.reference_service.conftest import DatabaseUrls, Tenants
 from tests.reference_service.worker_support import (
     AMQP_URL,
     SAGA_QUEUES,
+    admin_rows,
     check_books,
     delete_queues,
     new_prefix,
@@ -36,6 +37,14 @@ CRASH_POINTS = [
     "after_ack:orders.place",
     "after_ack:orders.compensate",
 ]
+
+
+async def terminal_count(admin_url: str) -> int:
+    rows = await admin_rows(
+        admin_url, "SELECT count(*) AS n FROM sagas WHERE state IN ('CONFIRMED', 'CANCELLED')"
+    )
+    n: int = rows[0]["n"]
+    return n
 
 
 @pytest.fixture
@@ -96,6 +105,15 @@ async def test_orders_survive_workers_killed_at_every_step_boundary(
             assert process.returncode == -signal.SIGKILL, log.read_text()
             if f"SIGKILL at {point}" in log.read_text():
                 crashed_at.append(point)
+        # And once from outside, at no particular point, while it is busy.
+        process = await start_worker(settings, tmp_path / "external.log")
+        await wait_ready(settings.metrics_port)
+        done_before = await terminal_count(database_urls.admin_url)
+        async with asyncio.timeout(60):
+            while await terminal_count(database_urls.admin_url) == done_before:
+                await asyncio.sleep(0.02)
+        process.kill()
+        await process.wait()
         final_log = tmp_path / "final.log"
         final = await start_worker(settings, final_log)
         try:

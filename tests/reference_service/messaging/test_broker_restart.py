@@ -7,6 +7,7 @@ import asyncio
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -80,9 +81,8 @@ class Node:
             except OSError:
                 if self.process.poll() is not None or time.monotonic() - started > limit_seconds:
                     self.stop()
-                    pytest.fail(
-                        f"RabbitMQ node did not start: {(self.base / 'node.out').read_text()[-2000:]}"
-                    )
+                    output = (self.base / "node.out").read_text()[-2000:]
+                    pytest.fail(f"RabbitMQ node did not start: {output}")
                 time.sleep(0.25)
 
     def stop(self) -> None:
@@ -98,9 +98,7 @@ class Node:
         self.process = None
 
 
-def socket_to(port: int) -> object:
-    import socket
-
+def socket_to(port: int) -> socket.socket:
     return socket.create_connection(("127.0.0.1", port), timeout=1)
 
 
