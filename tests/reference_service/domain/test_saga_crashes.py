@@ -98,7 +98,7 @@ async def test_orders_survive_workers_killed_at_every_step_boundary(
             log = tmp_path / f"{point}.log"
             process = await start_worker(settings, log, **{faults.ENV: f"{point}#2"})
             try:
-                await asyncio.wait_for(process.wait(), timeout=25)
+                await asyncio.wait_for(process.wait(), timeout=45)
             except TimeoutError:
                 process.kill()  # never reached the point in time: killed from outside instead
                 await process.wait()
