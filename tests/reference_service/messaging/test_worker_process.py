@@ -8,17 +8,21 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import yaml
 
 from adbm_operator import model
 from adbm_operator.specs import configmap
 from adbm_operator.specs import worker as worker_spec
-from reference_service.messaging import worker
-from tests.reference_service.conftest import DatabaseUrls
+from reference_service.db.pool import Database
+from reference_service.messaging import outbox, topology, worker
+from tests.reference_service.conftest import DatabaseUrls, Tenants
 from tests.reference_service.worker_support import (
     AMQP_URL,
     SAGA_QUEUES,
+    admin_rows,
     delete_queues,
+    environment,
     free_port,
     http_get,
     new_prefix,
@@ -159,3 +163,44 @@ def test_a_bad_prefetch_is_refused() -> None:
     )
     assert result.returncode == 2
     assert "--prefetch: must be between 1 and 65535" in result.stderr
+
+
+async def test_the_standalone_relay_publishes_the_outbox(
+    database_urls: DatabaseUrls, database: Database, tenants: Tenants, tmp_path: Path
+) -> None:
+    settings = settings_for(
+        database_urls.app_url, amqp_url=AMQP_URL, prefix=new_prefix(), provider_url="http://x"
+    )
+    async with database.transaction(tenants.a) as conn:
+        message_id = await outbox.enqueue(conn, tenants.a, "orders.place", {"n": 1}, actor="t")
+    with (tmp_path / "relay.log").open("wb") as err:
+        process = await asyncio.create_subprocess_exec(
+            service_command(),
+            "relay",
+            env=environment(settings),
+            stderr=err,
+            stdout=asyncio.subprocess.DEVNULL,
+        )
+    try:
+        await wait_ready(settings.metrics_port)
+        connection = await aio_pika.connect(AMQP_URL)
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.declare_queue(
+                topology.queue_name(settings.queue_prefix, "orders.place"), durable=True
+            )
+            async with asyncio.timeout(30):  # a hang guard
+                while (message := await queue.get(no_ack=True, fail=False)) is None:
+                    await asyncio.sleep(0.05)
+        assert message.message_id == str(message_id)
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), timeout=30) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        await delete_queues(
+            AMQP_URL, queue_names(settings.queue_prefix, SAGA_QUEUES, worker.backoff(settings))
+        )
+    rows = await admin_rows(database_urls.admin_url, "SELECT published_at FROM outbox")
+    assert rows[0]["published_at"] is not None
