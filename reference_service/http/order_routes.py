@@ -3,7 +3,7 @@
 Placing an order reaches the payment provider, so it never runs in the request: the route
 creates the order `PENDING`, its saga and the saga's first outbox message in one transaction
 and answers 202 with `Location` of the order, whose `status` the client polls until it is
-`CONFIRMED` or `CANCELLED` (the saga: `domain/sagas/order_placement.py`). `Idempotency-Key` is
+`CONFIRMED` or `CANCELLED` (the saga: `domain/sagas/order_placement/`). `Idempotency-Key` is
 required (`WRITES`), so a retried POST places one order.
 
 Kept apart from `routes_v1`/`routes_v2` so that it can be wired in wherever the routes are
