@@ -22,7 +22,18 @@ POOL_MAX_SIZE = 10
 CONNECTION_BUDGET = 100
 CURRENT_API_VERSION = "v2"
 ANY_METHOD = "*"
-RLS_TABLES = ("api_keys", "accounts", "products", "orders", "outbox")
+RLS_TABLES = (
+    "api_keys",
+    "accounts",
+    "products",
+    "orders",
+    "outbox",
+    "inbox",
+    "sagas",
+    "saga_steps",
+    "account_entries",
+)
+"""The reference service's tenant-scoped tables (`reference_service.db.schema.TENANT_SCOPED`)."""
 
 
 def app_role(obj: BackendService) -> str:
