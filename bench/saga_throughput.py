@@ -39,7 +39,7 @@ from tests.reference_service.conftest import (
 )
 from tests.reference_service.worker_support import (
     AMQP_URL,
-    SAGA_QUEUES,
+    PUBLISHED_QUEUES,
     admin_rows,
     delete_queues,
     new_prefix,
@@ -111,7 +111,7 @@ async def one_run(orders: int, workers: int, prefetch: int, logs: Path) -> dict[
                     await process.wait()
                 await delete_queues(
                     AMQP_URL,
-                    queue_names(settings.queue_prefix, SAGA_QUEUES, worker.backoff(settings)),
+                    queue_names(settings.queue_prefix, PUBLISHED_QUEUES, worker.backoff(settings)),
                 )
             confirmed = await admin_rows(
                 admin, "SELECT count(*) AS n FROM sagas WHERE state = 'CONFIRMED'"

@@ -65,6 +65,7 @@ TABLES: Mapping[str, tuple[str, ...]] = {
     ),
     "saga_steps": (*_SCOPED, "saga_id", "step", "outcome", "detail"),
     "account_entries": (*_SCOPED, "account_id", "saga_id", "kind", "amount_minor"),
+    "notifications": (*_SCOPED, "order_id", "channel", "event", "subject", "body"),
 }
 """Every table and its columns, in the order the migrations create them."""
 
@@ -78,6 +79,7 @@ TENANT_SCOPED: tuple[str, ...] = (
     "sagas",
     "saga_steps",
     "account_entries",
+    "notifications",
 )
 """Tables with a tenant_id column: the app role's tables, and the default RLS tables."""
 

@@ -20,6 +20,7 @@ from aio_pika.abc import AbstractRobustConnection
 
 from reference_service.config import Settings
 from reference_service.db.pool import Database
+from reference_service.domain import notifications
 from reference_service.domain.sagas import order_placement
 from reference_service.domain.sagas.payments import PaymentProvider
 from reference_service.messaging import topology
@@ -35,7 +36,7 @@ class UnknownQueue(ValueError):
 
 
 def known_queues() -> tuple[str, ...]:
-    return (order_placement.PLACE_QUEUE, order_placement.COMPENSATE_QUEUE)
+    return (order_placement.PLACE_QUEUE, order_placement.COMPENSATE_QUEUE, notifications.QUEUE)
 
 
 def check_queues(queues: Sequence[str]) -> list[str]:
@@ -140,7 +141,10 @@ async def run(
         if connection is None:
             return
         saga = order_placement.OrderSaga(database, payments)
-        all_handlers: dict[str, Handler] = saga.handlers()
+        all_handlers: dict[str, Handler] = {
+            **saga.handlers(),
+            **notifications.OrderNotifications(database).handlers(),
+        }
         consumer = Consumer(
             connection,
             {q: all_handlers[q] for q in queues},

@@ -30,6 +30,9 @@ from reference_service.messaging import topology
 
 AMQP_URL = os.environ.get("ADBM_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 SAGA_QUEUES = ("orders.place", "orders.compensate")
+# Every queue the saga's messages reach (its end announces the order on notifications.email):
+# what a test deletes afterwards.
+PUBLISHED_QUEUES = (*SAGA_QUEUES, "notifications.email")
 
 
 def free_port() -> int:

@@ -32,6 +32,7 @@ RLS_TABLES = (
     "sagas",
     "saga_steps",
     "account_entries",
+    "notifications",
 )
 """The reference service's tenant-scoped tables (`reference_service.db.schema.TENANT_SCOPED`)."""
 

@@ -20,6 +20,7 @@ from tests.reference_service import payment_provider
 from tests.reference_service.conftest import DatabaseUrls, Tenants
 from tests.reference_service.worker_support import (
     AMQP_URL,
+    PUBLISHED_QUEUES,
     SAGA_QUEUES,
     admin_rows,
     check_books,
@@ -53,7 +54,7 @@ async def harness(
     )
     yield Harness(settings, provider[0])
     await delete_queues(
-        AMQP_URL, queue_names(settings.queue_prefix, SAGA_QUEUES, worker.backoff(settings))
+        AMQP_URL, queue_names(settings.queue_prefix, PUBLISHED_QUEUES, worker.backoff(settings))
     )
 
 

@@ -18,7 +18,7 @@ from tests.reference_service import payment_provider
 from tests.reference_service.conftest import DatabaseUrls, Tenants
 from tests.reference_service.worker_support import (
     AMQP_URL,
-    SAGA_QUEUES,
+    PUBLISHED_QUEUES,
     admin_rows,
     check_books,
     delete_queues,
@@ -125,7 +125,7 @@ async def test_orders_survive_workers_killed_at_every_step_boundary(
         assert code == 0, final_log.read_text()
     finally:
         await delete_queues(
-            AMQP_URL, queue_names(settings.queue_prefix, SAGA_QUEUES, worker.backoff(settings))
+            AMQP_URL, queue_names(settings.queue_prefix, PUBLISHED_QUEUES, worker.backoff(settings))
         )
     ends = await check_books(database_urls.admin_url, provider[0], initial)
     assert set(ends) == {"CONFIRMED", "CANCELLED"}

@@ -12,6 +12,7 @@ from tests.reference_service.conftest import DatabaseUrls
 from tests.reference_service.http.conftest import Callers, OpenService, assert_problem
 from tests.reference_service.worker_support import (
     AMQP_URL,
+    PUBLISHED_QUEUES,
     SAGA_QUEUES,
     delete_queues,
     new_prefix,
@@ -93,7 +94,7 @@ async def test_an_order_is_accepted_then_confirmed_by_the_saga(
             await running
             await delete_queues(
                 AMQP_URL,
-                queue_names(settings.queue_prefix, SAGA_QUEUES, worker.backoff(settings)),
+                queue_names(settings.queue_prefix, PUBLISHED_QUEUES, worker.backoff(settings)),
             )
         assert [p.json()["status"] for p in polled] == ["CONFIRMED", "CONFIRMED"]
         assert polled[1].json()["total"] == {"amount": 600, "currency": "EUR"}

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
+import pytest
 import yaml
 
 from adbm_operator import model
@@ -19,7 +20,7 @@ from reference_service.messaging import outbox, topology, worker
 from tests.reference_service.conftest import DatabaseUrls, Tenants
 from tests.reference_service.worker_support import (
     AMQP_URL,
-    SAGA_QUEUES,
+    PUBLISHED_QUEUES,
     admin_rows,
     delete_queues,
     environment,
@@ -32,17 +33,41 @@ from tests.reference_service.worker_support import (
     wait_ready,
 )
 
-EXAMPLE = Path(__file__).parents[3] / "examples" / "full.yaml"
+EXAMPLES = Path(__file__).parents[3] / "examples"
 
 
-def rendered_orders_worker() -> tuple[dict[str, Any], dict[str, str]]:
-    """The `orders` worker container of the full example, and its ConfigMap data."""
-    obj = model.parse(yaml.safe_load(EXAMPLE.read_text()))
-    assert obj.spec.queue is not None
-    group = next(g for g in obj.spec.queue.workers if g.name == "orders")
-    deployment = worker_spec.deployment(obj, group)
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
-    return container, configmap.settings(obj)
+def rendered_workers() -> list[tuple[str, dict[str, Any], dict[str, str]]]:
+    """Every worker group of every example: its id, its worker container, its ConfigMap data."""
+    rendered = []
+    for example in sorted(EXAMPLES.glob("*.yaml")):
+        obj = model.parse(yaml.safe_load(example.read_text()))
+        for group in obj.spec.queue.workers if obj.spec.queue is not None else []:
+            deployment = worker_spec.deployment(obj, group)
+            container = deployment["spec"]["template"]["spec"]["containers"][0]
+            rendered.append((f"{example.stem}:{group.name}", container, configmap.settings(obj)))
+    return rendered
+
+
+WORKERS = rendered_workers()
+
+
+def test_the_examples_render_the_worker_groups_this_test_runs() -> None:
+    assert [name for name, _, _ in WORKERS] == ["full:orders", "full:notifications"]
+    args = {name: container["args"] for name, container, _ in WORKERS}
+    assert args["full:orders"] == [
+        "worker",
+        "--queues",
+        "orders.place,orders.compensate",
+        "--prefetch",
+        "32",
+    ]
+    assert args["full:notifications"] == [
+        "worker",
+        "--queues",
+        "notifications.email",
+        "--prefetch",
+        "8",
+    ]
 
 
 def probe_port(container: dict[str, Any], probe: str) -> int:
@@ -50,17 +75,15 @@ def probe_port(container: dict[str, Any], probe: str) -> int:
     return next(p["containerPort"] for p in container["ports"] if p["name"] == named)
 
 
+@pytest.mark.parametrize(("name", "container", "config"), WORKERS, ids=[w[0] for w in WORKERS])
 async def test_the_rendered_worker_runs_and_passes_its_own_probes(
-    database_urls: DatabaseUrls, tmp_path: Path
+    name: str,
+    container: dict[str, Any],
+    config: dict[str, str],
+    database_urls: DatabaseUrls,
+    tmp_path: Path,
 ) -> None:
-    container, config = rendered_orders_worker()
-    assert container["args"] == [
-        "worker",
-        "--queues",
-        "orders.place,orders.compensate",
-        "--prefetch",
-        "32",
-    ]
+    assert container["args"][:2] == ["worker", "--queues"]
     # The probes point at the port the service listens on: the one ADBM_METRICS_PORT names.
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert probe_port(container, probe) == int(config["ADBM_METRICS_PORT"])
@@ -102,7 +125,8 @@ async def test_the_rendered_worker_runs_and_passes_its_own_probes(
         settings = settings_for(
             database_urls.app_url, amqp_url=AMQP_URL, prefix=prefix, provider_url="http://x"
         )
-        await delete_queues(AMQP_URL, queue_names(prefix, SAGA_QUEUES, worker.backoff(settings)))
+        names = queue_names(prefix, PUBLISHED_QUEUES, worker.backoff(settings))
+        await delete_queues(AMQP_URL, names)
     assert code == 0, log.read_text()
 
 
@@ -142,15 +166,15 @@ async def test_ready_names_what_is_down_while_health_stays_up(tmp_path: Path) ->
 
 def test_a_queue_without_a_handler_is_a_one_line_error() -> None:
     result = subprocess.run(
-        [service_command(), "worker", "--queues", "orders.place,notifications.email"],
+        [service_command(), "worker", "--queues", "orders.place,reports.daily"],
         capture_output=True,
         text=True,
         check=False,
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "error: --queues: no handler for queue(s) notifications.email; this service handles"
-        " orders.place, orders.compensate"
+        "error: --queues: no handler for queue(s) reports.daily; this service handles"
+        " orders.place, orders.compensate, notifications.email"
     ]
 
 
@@ -200,7 +224,7 @@ async def test_the_standalone_relay_publishes_the_outbox(
             process.kill()
             await process.wait()
         await delete_queues(
-            AMQP_URL, queue_names(settings.queue_prefix, SAGA_QUEUES, worker.backoff(settings))
+            AMQP_URL, queue_names(settings.queue_prefix, PUBLISHED_QUEUES, worker.backoff(settings))
         )
     rows = await admin_rows(database_urls.admin_url, "SELECT published_at FROM outbox")
     assert rows[0]["published_at"] is not None

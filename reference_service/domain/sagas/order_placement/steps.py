@@ -9,6 +9,7 @@ from psycopg import sql
 from reference_service.db import repository
 from reference_service.db.pool import Connection, Database
 from reference_service.db.uuid7 import uuid7
+from reference_service.domain import notifications
 from reference_service.domain.sagas.order_placement.records import Saga, lock, move
 from reference_service.domain.sagas.order_placement.states import (
     ACTOR,
@@ -208,6 +209,9 @@ class OrderSaga:
                 return
             await self._set_order(conn, saga, "CONFIRMED", None)
             await move(conn, saga, State.CONFIRMED, step="confirm", outcome="confirmed")
+            await notifications.announce(
+                conn, saga.tenant_id, saga.order_id, "CONFIRMED", actor=ACTOR
+            )
 
     async def _refund(self, delivery: Delivery, saga_id: uuid.UUID) -> None:
         env = delivery.envelope
@@ -247,6 +251,9 @@ class OrderSaga:
                 return
             await self._set_order(conn, saga, "CANCELLED", saga.reason or "cancelled")
             await move(conn, saga, State.CANCELLED, step="cancel", outcome="cancelled")
+            await notifications.announce(
+                conn, saga.tenant_id, saga.order_id, "CANCELLED", actor=ACTOR
+            )
 
     async def _set_order(
         self, conn: Connection, saga: Saga, status: str, reason: str | None
