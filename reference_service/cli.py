@@ -364,6 +364,75 @@ def _add_listing_commands(
     key_revoke.set_defaults(func=_revoke_key)
 
 
+def _logging(settings: Settings) -> None:
+    import logging
+
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+
+
+def _worker(args: argparse.Namespace) -> int:
+    settings = _settings()
+    if settings is None:
+        return 2
+    from reference_service.messaging import worker
+
+    try:
+        queues = worker.check_queues(args.queues.split(","))
+    except worker.UnknownQueue as exc:
+        print(f"error: --queues: {exc}", file=sys.stderr)
+        return 2
+    _logging(settings)
+    asyncio.run(worker.run(settings, queues, prefetch=args.prefetch, relay=not args.no_relay))
+    return 0
+
+
+def _relay(args: argparse.Namespace) -> int:
+    settings = _settings()
+    if settings is None:
+        return 2
+    from reference_service.messaging import worker
+
+    _logging(settings)
+    asyncio.run(worker.run_relay(settings))
+    return 0
+
+
+def _prefetch(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if not 1 <= number <= 65535:
+        raise argparse.ArgumentTypeError("must be between 1 and 65535")
+    return number
+
+
+def _add_worker_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    worker = sub.add_parser(
+        "worker",
+        help="consume queues, relay the outbox, serve /health and /ready on ADBM_METRICS_PORT",
+    )
+    worker.add_argument(
+        "--queues",
+        required=True,
+        help="comma-separated queues, e.g. orders.place,orders.compensate",
+    )
+    worker.add_argument(
+        "--prefetch", type=_prefetch, default=32, help="unacked messages held at most (default 32)"
+    )
+    worker.add_argument(
+        "--no-relay",
+        action="store_true",
+        help="do not relay the outbox from this process (when `adbm-service relay` runs apart)",
+    )
+    worker.set_defaults(func=_worker)
+    relay = sub.add_parser("relay", help="only relay the outbox to RabbitMQ")
+    relay.set_defaults(func=_relay)
+
+
 def _add_admin_url(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--admin-url",
@@ -407,6 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="first create the admin URL's database if it does not exist (a developer machine)",
     )
     migrate_cmd.set_defaults(func=_migrate)
+
+    _add_worker_commands(sub)
 
     tenants = sub.add_parser("tenants", help="manage tenants (as the admin)")
     tenants_sub = tenants.add_subparsers(dest="action", required=True)

@@ -58,6 +58,45 @@ class Settings(BaseSettings):
     that need it answer 503 instead of accepting work that would never be done."""
     amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
 
+    # --- Workers, the outbox relay, the order saga and the product cache ---------------------
+    queue_prefix: str = ""
+    """Prepended to every queue name the service declares, publishes to and consumes (empty in a
+    pod: one broker vhost per BackendService; tests set one to share a broker)."""
+    worker_max_attempts: Annotated[int, Field(ge=1, le=20)] = 5
+    """Deliveries of one message before it goes to the dead-letter queue `<queue>.dead`."""
+    worker_retry_base_seconds: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    """Delay before the first retry; each further retry waits twice as long."""
+    worker_shutdown_grace_seconds: Annotated[float, Field(gt=0, le=600)] = 45.0
+    """On SIGTERM, how long in-flight messages get to finish before they are requeued: inside
+    the worker pod's 60 s termination grace period."""
+    relay_batch_size: Annotated[int, Field(ge=1, le=10_000)] = 100
+    relay_poll_seconds: Annotated[float, Field(gt=0, le=60)] = 0.5
+    """How often the outbox relay looks for new rows when the last look found none."""
+    payment_provider_url: str | None = None
+    """Base URL of the payment provider's HTTP API (charges and refunds). Unset, orders are
+    refused with 503: the saga could charge nothing."""
+    payment_connect_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 2.0
+    payment_timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 5.0
+    """Whole-request timeout of one call to the payment provider."""
+    saga_step_timeout_seconds: Annotated[float, Field(gt=0, le=86_400)] = 60.0
+    """A saga that has not moved for this long is driven again by the recovery sweep."""
+    saga_deadline_seconds: Annotated[float, Field(gt=0, le=7 * 86_400)] = 600.0
+    """A saga still moving forward this long after it started is compensated instead."""
+    saga_sweep_interval_seconds: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    cache_ttl_seconds: Annotated[float, Field(gt=0, le=86_400)] = 300.0
+    cache_null_ttl_seconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    """How long "no such row" is cached: short, so a row created meanwhile shows up soon."""
+    cache_ttl_jitter: Annotated[float, Field(ge=0, le=0.5)] = 0.1
+    """Each TTL is drawn from [ttl * (1 - jitter), ttl], so keys filled together do not all
+    expire together."""
+    cache_lock_lease_ms: Annotated[int, Field(ge=10, le=60_000)] = 2000
+    """Lease of the rebuild mutex: a holder that dies blocks the key at most this long."""
+    cache_bloom_capacity: Annotated[int, Field(ge=1, le=1_000_000_000)] = 100_000
+    cache_bloom_error_rate: Annotated[float, Field(gt=0, lt=1)] = 0.01
+    cache_bloom_rebuild_seconds: Annotated[float, Field(gt=0, le=7 * 86_400)] = 3600.0
+    """How long a tenant's Bloom filter refuses unknown ids before it is built again: the
+    longest an id the filter missed (a row written behind the API's back) is refused."""
+
     policy: Annotated[Policy, NoDecode] = Policy()
     """Rate limits, versioning and idempotency, as JSON in `ADBM_POLICY`."""
 

@@ -32,7 +32,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from reference_service.db import rls
 from reference_service.db.schema import (
     APP_PRIVILEGES,
-    AUTHENTICATE_FUNCTION,
+    DEFINER_FUNCTIONS,
     SCHEMA,
     TENANT_SCOPED,
     check_identifier,
@@ -304,18 +304,24 @@ async def _ensure_grants(
             )
             changed(f"revoked {', '.join(extra)} on {qualified} from {role}")
 
-    function = f"{SCHEMA}.{AUTHENTICATE_FUNCTION}"
-    if not await _scalar(
-        conn,
-        sql.SQL("SELECT pg_catalog.has_function_privilege(%s, %s, 'EXECUTE')"),
-        (role, function),
-    ):
-        await conn.execute(
-            sql.SQL("GRANT EXECUTE ON FUNCTION {}.adbm_authenticate(bytea) TO {}").format(
-                sql.Identifier(SCHEMA), name
+    for signature in DEFINER_FUNCTIONS:
+        function = f"{SCHEMA}.{signature}"
+        if not await _scalar(
+            conn,
+            sql.SQL("SELECT pg_catalog.has_function_privilege(%s, %s, 'EXECUTE')"),
+            (role, function),
+        ):
+            # The signature is a constant of schema.DEFINER_FUNCTIONS: a plain name and a list
+            # of type keywords, never input.
+            function_name, arguments = signature.removesuffix(")").split("(")
+            await conn.execute(
+                sql.SQL("GRANT EXECUTE ON FUNCTION {}({}) TO {}").format(
+                    sql.Identifier(SCHEMA, check_identifier(function_name, "function")),
+                    sql.SQL(arguments),
+                    name,
+                )
             )
-        )
-        changed(f"granted EXECUTE on {function} to {role}")
+            changed(f"granted EXECUTE on {function} to {role}")
 
 
 _KNOWN_PRIVILEGES = {

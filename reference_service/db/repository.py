@@ -166,6 +166,15 @@ async def insert(
     return inserted
 
 
+async def get(conn: AsyncConnection[Any], table: str, id: uuid.UUID) -> Row:
+    """The live row with this id, or NotFound, inside the caller's transaction (a read that
+    must see the transaction's own writes, or lock nothing but read consistently with them)."""
+    row = await _fetch_one(conn, select_one(table, id))
+    if row is None:
+        raise NotFound(table, id)
+    return row
+
+
 async def update(
     conn: AsyncConnection[Any],
     table: str,

@@ -46,12 +46,41 @@ TABLES: Mapping[str, tuple[str, ...]] = {
         "total_minor",
         "currency",
         "status",
+        "status_reason",
     ),
     "outbox": (*_SCOPED, "topic", "payload", "published_at"),
+    "inbox": (*_SCOPED, "consumer", "message_id"),
+    "sagas": (
+        *_SCOPED,
+        "kind",
+        "order_id",
+        "account_id",
+        "amount_minor",
+        "currency",
+        "state",
+        "reason",
+        "charge_attempted",
+        "charge_id",
+        "deadline_at",
+    ),
+    "saga_steps": (*_SCOPED, "saga_id", "step", "outcome", "detail"),
+    "account_entries": (*_SCOPED, "account_id", "saga_id", "kind", "amount_minor"),
+    "notifications": (*_SCOPED, "order_id", "channel", "event", "subject", "body"),
 }
 """Every table and its columns, in the order the migrations create them."""
 
-TENANT_SCOPED: tuple[str, ...] = ("api_keys", "accounts", "products", "orders", "outbox")
+TENANT_SCOPED: tuple[str, ...] = (
+    "api_keys",
+    "accounts",
+    "products",
+    "orders",
+    "outbox",
+    "inbox",
+    "sagas",
+    "saga_steps",
+    "account_entries",
+    "notifications",
+)
 """Tables with a tenant_id column: the app role's tables, and the default RLS tables."""
 
 APP_PRIVILEGES: tuple[str, ...] = ("SELECT", "INSERT", "UPDATE")
@@ -60,6 +89,15 @@ Never TRUNCATE: it is not subject to row-level security."""
 
 AUTHENTICATE_FUNCTION = "adbm_authenticate(bytea)"
 """Signature of the SECURITY DEFINER function resolving an API key hash to its tenant."""
+
+DEFINER_FUNCTIONS: tuple[str, ...] = (
+    AUTHENTICATE_FUNCTION,
+    "adbm_outbox_claim(integer)",
+    "adbm_outbox_mark_published(uuid[])",
+    "adbm_sagas_claim_stale(interval, integer)",
+)
+"""The SECURITY DEFINER functions the app role may execute: the only ways it reaches rows of
+more than one tenant (API key lookup, the outbox relay, the stuck-saga sweep)."""
 
 
 def check_identifier(name: str, what: str) -> str:

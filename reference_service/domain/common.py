@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, Any, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Final, Generic, Protocol, TypeVar
 from uuid import UUID
 
 from pydantic import (
@@ -21,6 +22,9 @@ from reference_service.db import repository
 from reference_service.db.pool import Connection, Database
 from reference_service.db.repository import Key
 from reference_service.domain.currencies import iso_4217
+
+if TYPE_CHECKING:
+    from reference_service.config import Settings
 
 # Postgres bigint: larger values would pass validation and then fail in the database as a 500.
 INT64_MAX: Final = 2**63 - 1
@@ -167,6 +171,46 @@ EVERY_OPERATION: Final = frozenset(Operation)
 CREATE_AND_CHANGE: Final = frozenset({Operation.CREATE, Operation.CHANGE})
 
 
+class Refused(ValueError):
+    """A request that is valid but cannot be done as asked (the product's currency is not the
+    account's, ...). Each subclass is one problem type of the API, mapped in `http.problems`."""
+
+
+M_co = TypeVar("M_co", bound=Resource, covariant=True)
+
+
+class Start(Protocol[M_co]):
+    """Starts an asynchronous create: writes the resource in its first state and queues the
+    work that moves it on, in one transaction, and returns the resource as written."""
+
+    def __call__(
+        self,
+        database: Database,
+        tenant_id: UUID,
+        data: Any,
+        /,
+        *,
+        actor: str,
+        settings: Settings,
+    ) -> Awaitable[M_co]: ...
+
+
+@dataclass(frozen=True)
+class Submission(Generic[M]):
+    """A CREATE whose work runs behind the queue: answered 202 Accepted with `Location` of the
+    resource, whose state the client polls.
+
+    `start` runs in the request; `refusals` are the `Refused` errors it may raise (each its own
+    problem type); `unavailable` says why the work could not be done with these settings (no
+    queue, no external API configured), or None: the request is then refused with 503 rather
+    than accepted and left pending forever.
+    """
+
+    start: Start[M]
+    refusals: tuple[type[Refused], ...] = ()
+    unavailable: Callable[[Settings], str | None] = lambda settings: None
+
+
 @dataclass(frozen=True)
 class ResourceSpec(Generic[M]):
     """One resource, declared once: every API version serves it from this declaration.
@@ -175,6 +219,8 @@ class ResourceSpec(Generic[M]):
     `create` and `changes` are the request models of CREATE and CHANGE; `idempotent` the writes
     that need an `Idempotency-Key`; `unique` the fields under a uniqueness rule (a write that
     sets one can conflict); `money` the amount `<money>_minor` counted in `currency`, if any.
+    `submission`, with CREATE, makes the create asynchronous (see `Submission`); `cached` serves
+    GET of one item through the read-through cache, which the writes keep current.
     """
 
     table: Table[M]
@@ -185,6 +231,8 @@ class ResourceSpec(Generic[M]):
     idempotent: frozenset[Operation] = field(default=frozenset())
     unique: frozenset[str] = field(default=frozenset())
     money: str | None = None
+    submission: Submission[M] | None = None
+    cached: bool = False
 
     def __post_init__(self) -> None:
         if (Operation.CREATE in self.operations) != (self.create is not None):
@@ -193,6 +241,10 @@ class ResourceSpec(Generic[M]):
             raise ValueError(f"{self.name}: a changes model goes with CHANGE, and only with it")
         if not self.idempotent <= self.operations - READS:
             raise ValueError(f"{self.name}: only its writes can be idempotent writes")
+        if self.submission is not None and Operation.CREATE not in self.operations:
+            raise ValueError(f"{self.name}: a submission is how it is created: it needs CREATE")
+        if self.cached and Operation.GET not in self.operations:
+            raise ValueError(f"{self.name}: only a resource with GET can be cached")
 
     @property
     def name(self) -> str:

@@ -52,4 +52,5 @@ RESOURCE: Final = ResourceSpec(
     idempotent=CREATE_AND_CHANGE,
     unique=frozenset({"sku"}),
     money="price",
+    cached=True,
 )

@@ -9,6 +9,12 @@ refused (412) instead of silently overwritten. Responses are `JSONResponse`s bui
 representation; `response_model` is declared only for the OpenAPI document, so FastAPI does not
 validate and serialise each body a second time.
 
+A resource declared with a `Submission` is created asynchronously: its POST starts the work
+(one transaction, the outbox included) and answers 202 with `Location` of the resource to poll.
+A resource declared `cached` is read one item at a time through its `TableCache`: a create
+adds the id to the tenant's filter before it commits, a change or delete invalidates the entry
+after it committed.
+
 Each operation also says which problems it can answer with, which become its OpenAPI error
 table, and which headers it requires.
 
@@ -37,9 +43,14 @@ from reference_service.http.preconditions import (
     optional_version,
     required_version,
 )
-from reference_service.http.problems import PRECONDITION_FAILED, PRECONDITION_REQUIRED, ProblemType
+from reference_service.http.problems import (
+    PRECONDITION_FAILED,
+    PRECONDITION_REQUIRED,
+    Problem,
+    ProblemType,
+)
 from reference_service.http.representation import Representation
-from reference_service.http.state import Svc
+from reference_service.http.state import Services, Svc
 
 # What any API operation can answer: a bad parameter or body, no valid key, a body over the
 # limit, the rate limit, a bug, or a dependency (database, Redis) that is down or busy.
@@ -74,6 +85,10 @@ _OWN_PROBLEMS: Final[dict[Operation, tuple[ProblemType, ...]]] = {
 def operation_problems(spec: ResourceSpec[Any], operation: Operation) -> list[ProblemType]:
     """Every problem `operation` on `spec` can answer with."""
     kinds = [*EVERY_API_OPERATION, *_OWN_PROBLEMS[operation]]
+    if operation is Operation.CREATE and spec.submission is not None:
+        # What it refers to may not exist for the tenant; the domain may refuse it.
+        kinds.append(problems.NOT_FOUND)
+        kinds += [problems.REFUSALS[refusal] for refusal in spec.submission.refusals]
     if operation in spec.idempotent:
         kinds += IDEMPOTENT_WRITE
     if spec.conflicts(operation):
@@ -101,14 +116,49 @@ def _create(spec: ResourceSpec[Any], version: Representation) -> Handler:
         principal: CurrentPrincipal,
         svc: Svc,
     ) -> Response:
+        cache = svc.caches.get(spec.name)
         async with svc.database.transaction(principal.tenant_id) as conn:
             row = await spec.table.create(
                 conn, principal.tenant_id, to_domain(data), actor=actor(principal)
             )
+            if cache is not None:
+                # Before the commit: no read after it may be refused by the filter.
+                await cache.remember(principal.tenant_id, row.id)
         location = f"{request.url.path}/{row.id}"
         return resource_response(show(row), row.version, 201, Location=location)
 
     return create
+
+
+def _submit(spec: ResourceSpec[Any], version: Representation) -> Handler:
+    """CREATE of a resource whose work runs behind the queue: 202 Accepted with `Location` of
+    the resource, whose state the client polls."""
+    submission = spec.submission
+    assert submission is not None
+    body_model = version.create_model(spec)
+    to_domain = version.create_in(spec)
+    show = version.show(spec)
+
+    async def submit(
+        data: body_model,  # type: ignore[valid-type]
+        request: Request,
+        principal: CurrentPrincipal,
+        svc: Svc,
+    ) -> Response:
+        reason = submission.unavailable(svc.settings)
+        if reason is not None:
+            raise Problem(problems.SERVICE_UNAVAILABLE, reason)
+        row = await submission.start(
+            svc.database,
+            principal.tenant_id,
+            to_domain(data),
+            actor=actor(principal),
+            settings=svc.settings,
+        )
+        location = f"{request.url.path}/{row.id}"
+        return resource_response(show(row), row.version, 202, Location=location)
+
+    return submit
 
 
 def _list(spec: ResourceSpec[Any], version: Representation) -> Handler:
@@ -135,7 +185,11 @@ def _get(spec: ResourceSpec[Any], version: Representation) -> Handler:
     item_id = Annotated[UUID, Path(alias=f"{spec.item}_id")]
 
     async def get(row_id: item_id, principal: CurrentPrincipal, svc: Svc) -> Response:
-        row = await spec.table.get(svc.database, principal.tenant_id, row_id)
+        cache = svc.caches.get(spec.name)
+        if cache is not None:
+            row = await cache.get(principal.tenant_id, row_id)
+        else:
+            row = await spec.table.get(svc.database, principal.tenant_id, row_id)
         return resource_response(show(row), row.version)
 
     return get
@@ -159,6 +213,7 @@ def _change(spec: ResourceSpec[Any], version: Representation) -> Handler:
             row = await spec.table.update(
                 conn, row_id, to_domain(data), expected_version=expected, actor=actor(principal)
             )
+        await _invalidate(svc, spec, principal.tenant_id, row_id)
         return resource_response(show(row), row.version)
 
     return update
@@ -176,9 +231,20 @@ def _delete(spec: ResourceSpec[Any], version: Representation) -> Handler:
         expected = optional_version(if_match)
         async with svc.database.transaction(principal.tenant_id) as conn:
             await spec.table.delete(conn, row_id, expected_version=expected, actor=actor(principal))
+        await _invalidate(svc, spec, principal.tenant_id, row_id)
         return Response(status_code=204)
 
     return delete
+
+
+async def _invalidate(
+    svc: Services, spec: ResourceSpec[Any], tenant_id: UUID, row_id: UUID
+) -> None:
+    """After the write committed: a read that loads the row from now on sees it, and the
+    generation check keeps a load that began before from storing the old row."""
+    cache = svc.caches.get(spec.name)
+    if cache is not None:
+        await cache.invalidate(tenant_id, row_id)
 
 
 # Per operation: the handler's maker, its method, path below the collection, success status
@@ -215,6 +281,8 @@ def add_resource(router: APIRouter, spec: ResourceSpec[Any], version: Representa
         if operation not in spec.operations:
             continue
         make, method, below, status, name = _OPERATIONS[operation]
+        if operation is Operation.CREATE and spec.submission is not None:
+            make, status = _submit, 202
         dependencies = [guards.RATE_LIMITED]
         if operation in spec.idempotent:
             dependencies.append(guards.IDEMPOTENT)

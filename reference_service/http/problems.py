@@ -27,6 +27,8 @@ from starlette.types import Receive, Scope, Send
 
 from reference_service.db.pool import PoolExhausted
 from reference_service.db.repository import NotFound, StaleVersion
+from reference_service.domain.common import Refused
+from reference_service.domain.orders import OrderRejected
 from reference_service.observability.tracing import current_trace_id
 
 log = logging.getLogger(__name__)
@@ -169,6 +171,16 @@ IDEMPOTENCY_KEY_REUSED: Final = ProblemType(
     "The `Idempotency-Key` was already used with a different method, path or body; use a new "
     "key for a new operation.",
 )
+ORDER_REJECTED: Final = ProblemType(
+    "order-rejected",
+    "Order rejected",
+    422,
+    "The order cannot be placed as asked: the product's currency differs from the account's, "
+    "or the total is out of range.",
+)
+
+# The domain's refusals (`domain.common.Refused`), each answered as its own problem type.
+REFUSALS: Final[Mapping[type[Refused], ProblemType]] = {OrderRejected: ORDER_REJECTED}
 
 REGISTRY: Final[Mapping[str, ProblemType]] = {
     kind.slug: kind
@@ -190,6 +202,7 @@ REGISTRY: Final[Mapping[str, ProblemType]] = {
         IDEMPOTENCY_KEY_REQUIRED,
         IDEMPOTENCY_IN_FLIGHT,
         IDEMPOTENCY_KEY_REUSED,
+        ORDER_REJECTED,
     )
 }
 
@@ -371,6 +384,11 @@ async def _on_stale(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _on_refused(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Refused)
+    return problem_response(request, REFUSALS[type(exc)], str(exc))
+
+
 async def _on_pool_exhausted(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, PoolExhausted)
     return problem_response(
@@ -414,6 +432,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _on_http)
     app.add_exception_handler(NotFound, _on_not_found)
     app.add_exception_handler(StaleVersion, _on_stale)
+    for refusal in REFUSALS:
+        app.add_exception_handler(refusal, _on_refused)
     app.add_exception_handler(PoolExhausted, _on_pool_exhausted)
     app.add_exception_handler(psycopg.errors.UniqueViolation, _on_unique_violation)
     app.add_exception_handler(psycopg.OperationalError, _on_database_unavailable)

@@ -7,16 +7,19 @@ them) is made here at start-up, so no request pays for building it and nothing h
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 from fastapi import Depends, Request
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from reference_service.cache.tables import TableCache
 from reference_service.config import Settings
 from reference_service.db.pool import Database
+from reference_service.domain.common import ResourceSpec
+from reference_service.domain.resources import RESOURCES
 from reference_service.http.idempotency import Idempotency
 from reference_service.http.keycache import KeyCache
 from reference_service.http.pagination import CursorCodec
@@ -55,16 +58,25 @@ class Services:
     idempotency: Idempotency
     cursors: CursorCodec
     key_cache: KeyCache
+    caches: Mapping[str, TableCache[Any]]
+    """The read-through cache of each resource declared `cached`, by collection name."""
 
 
 @asynccontextmanager
-async def open_services(settings: Settings) -> AsyncIterator[Services]:
+async def open_services(
+    settings: Settings, resources: Iterable[ResourceSpec[Any]] = RESOURCES
+) -> AsyncIterator[Services]:
     """The app's services, open for as long as the context lasts."""
     database = Database(settings)
     # Without waiting for the first connections: a database that is down at start-up makes the
     # pod not ready (/ready) rather than crash-looping, and the pool keeps trying.
     await database.open(wait=False)
     redis = redis_client(settings.redis_url.get_secret_value())
+    caches: dict[str, TableCache[Any]] = {
+        spec.name: TableCache(redis, database, settings, spec.table, spec.item)
+        for spec in resources
+        if spec.cached
+    }
     try:
         yield Services(
             settings=settings,
@@ -76,8 +88,11 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             ),
             cursors=CursorCodec(settings.cursor_secret.get_secret_value().encode()),
             key_cache=KeyCache(),
+            caches=caches,
         )
     finally:
+        for cache in caches.values():
+            await cache.close()
         await redis.aclose()
         await database.close()
 

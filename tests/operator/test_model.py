@@ -11,6 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from adbm_operator import model
+from reference_service.db.schema import TENANT_SCOPED
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
@@ -58,6 +59,8 @@ def test_minimal_example_gets_production_defaults() -> None:
     assert spec.database.deletion_policy is model.DeletionPolicy.RETAIN
     assert spec.database.row_level_security.tenant_setting == "app.tenant_id"
     assert tuple(spec.database.row_level_security.tables) == model.DEFAULT_RLS_TABLES
+    # The defaults govern every tenant-scoped table of the reference service.
+    assert model.DEFAULT_RLS_TABLES == TENANT_SCOPED
     assert spec.database.admin_secret_ref.key == "uri"
     assert spec.rate_limit.algorithm is model.RateLimitAlgorithm.GCRA
     assert spec.rate_limit.scope is model.RateLimitScope.TENANT
@@ -405,6 +408,21 @@ INVALID: list[tuple[str, str, Any, str, str]] = [
         [{"name": "a", "queues": ["q"], "autoscaling": {"minReplicas": 0, "maxReplicas": 2}}],
         "spec.queue.workers.0.autoscaling",
         "minReplicas 0 needs scaler QueueLength: a HorizontalPodAutoscaler cannot scale to zero",
+    ),
+    (
+        "full",
+        "spec.queue.workers",
+        [
+            {"name": "a", "queues": ["q"], "replicas": 0},
+            {
+                "name": "b",
+                "queues": ["r"],
+                "autoscaling": {"scaler": "QueueLength", "minReplicas": 0, "maxReplicas": 2},
+            },
+        ],
+        "spec.queue",
+        "queue.workers needs a group that never scales to zero: the outbox relay runs in the"
+        " workers, and with none running nothing is published",
     ),
     (
         "full",

@@ -26,7 +26,19 @@ CONNECTION_BUDGET = 100
 VERIFY_INTERVAL_SECONDS = 300
 CURRENT_API_VERSION = "v2"
 ANY_METHOD = "*"
-RLS_TABLES = ("api_keys", "accounts", "products", "orders", "outbox")
+RLS_TABLES = (
+    "api_keys",
+    "accounts",
+    "products",
+    "orders",
+    "outbox",
+    "inbox",
+    "sagas",
+    "saga_steps",
+    "account_entries",
+    "notifications",
+)
+"""The reference service's tenant-scoped tables (`reference_service.db.schema.TENANT_SCOPED`)."""
 
 
 def app_role(obj: BackendService) -> str:

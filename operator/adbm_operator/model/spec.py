@@ -349,6 +349,20 @@ class Queue(ApiModel):
     rules: ClassVar[tuple[Rule, ...]] = validation.QUEUE
 
 
+class PaymentProvider(ApiModel):
+    """The payment provider's HTTP API, which the order saga charges and refunds through."""
+
+    url: Annotated[
+        str, Field(pattern=r"^https?://[^\s/@]+(/[^\s@]*)?$", min_length=8, max_length=512)
+    ]
+    """Base URL (`ADBM_PAYMENT_PROVIDER_URL`), e.g. `https://payments.example.com/v1`; no
+    credentials in it (it is rendered into the ConfigMap)."""
+    connect_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 2.0
+    """How long one call may take to connect."""
+    timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 5.0
+    """How long one call may take in all."""
+
+
 # --- observability -----------------------------------------------------------------------------
 
 
@@ -446,6 +460,9 @@ class BackendServiceSpec(ApiModel):
     """Idempotency keys."""
     queue: Queue | None = None
     """RabbitMQ and queue workers."""
+    payment_provider: PaymentProvider | None = None
+    """The payment provider orders are charged through; without it the service answers
+    `POST /orders` with 503 (and without `queue` too)."""
     versioning: Versioning = Versioning()
     """API versions."""
     observability: Observability

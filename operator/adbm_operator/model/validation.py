@@ -113,12 +113,37 @@ VERSIONING = (
     ),
 )
 
+
+def _keeps_a_replica(worker: Any) -> bool:
+    if worker.autoscaling is not None:
+        return bool(worker.autoscaling.min_replicas >= 1)
+    return bool(worker.replicas >= 1)
+
+
+# The outbox relay runs inside every worker process: when there are worker groups, one must
+# never scale to zero, or nothing would publish what the API writes to the outbox (not even
+# the messages that would wake a group scaled to zero by its queue's length). A queue with no
+# worker group at all is left to workers deployed elsewhere.
+_KEEPS_A_REPLICA = (
+    "(has(w.autoscaling) ? "
+    + or_default("w.autoscaling", "minReplicas", defaults.MIN_REPLICAS)
+    + " : "
+    + or_default("w", "replicas", defaults.WORKER_REPLICAS)
+    + ") >= 1"
+)
 QUEUE = (
     Rule(
         cel="!has(self.workers)"
         " || self.workers.all(w, self.workers.exists_one(o, o.name == w.name))",
         message="queue.workers must not repeat a name",
         holds=lambda s: len({w.name for w in s.workers}) == len(s.workers),
+    ),
+    Rule(
+        cel="!has(self.workers) || self.workers.size() == 0"
+        f" || self.workers.exists(w, {_KEEPS_A_REPLICA})",
+        message="queue.workers needs a group that never scales to zero: the outbox relay runs"
+        " in the workers, and with none running nothing is published",
+        holds=lambda s: not s.workers or any(_keeps_a_replica(w) for w in s.workers),
     ),
 )
 

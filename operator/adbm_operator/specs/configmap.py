@@ -90,6 +90,11 @@ def settings(obj: BackendService) -> dict[str, str]:
         "ADBM_TRACE_SAMPLING_RATIO": str(obs.tracing.sampling_ratio),
         "OTEL_SERVICE_NAME": obj.name,
     }
+    if spec.payment_provider is not None:
+        provider = spec.payment_provider
+        env["ADBM_PAYMENT_PROVIDER_URL"] = provider.url
+        env["ADBM_PAYMENT_CONNECT_TIMEOUT_SECONDS"] = str(provider.connect_timeout_seconds)
+        env["ADBM_PAYMENT_TIMEOUT_SECONDS"] = str(provider.timeout_seconds)
     if obs.otel_collector.enabled:
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{OTLP_GRPC_PORT}"
         env["OTEL_EXPORTER_OTLP_PROTOCOL"] = "grpc"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from adbm_operator import model
 from adbm_operator.specs import configmap
@@ -96,9 +97,21 @@ def test_traces_go_to_the_sidecar_or_nowhere() -> None:
 def test_no_connection_strings_in_the_configmap(full: model.BackendService) -> None:
     cm = configmap.configmap(full)
     text = str(cm)
-    assert "URL" not in "".join(cm["data"])
+    # The payment provider's base URL is the one URL here: an address, never credentials (the
+    # model refuses userinfo in it).
+    assert "URL" not in "".join(k for k in cm["data"] if k != "ADBM_PAYMENT_PROVIDER_URL")
+    assert "@" not in cm["data"]["ADBM_PAYMENT_PROVIDER_URL"]
     for scheme in ("postgresql://", "redis://", "amqp://"):
         assert scheme not in text
+
+
+def test_the_payment_provider_url_cannot_carry_credentials() -> None:
+    with pytest.raises(ValidationError):
+        variant("full", spec__paymentProvider={"url": "https://user:secret@payments.example.com"})
+    settings = configmap.settings(variant("full"))
+    assert settings["ADBM_PAYMENT_PROVIDER_URL"] == "https://payments.example.com/v1"
+    assert settings["ADBM_PAYMENT_TIMEOUT_SECONDS"] == "5.0"
+    assert "ADBM_PAYMENT_PROVIDER_URL" not in configmap.settings(variant("minimal"))
 
 
 def test_checksum_tracks_data_exactly() -> None:

@@ -55,6 +55,9 @@ QUEUE_SCALED = {
     "autoscaling": {"scaler": "QueueLength", "minReplicas": 0, "maxReplicas": 3},
 }
 
+# The model wants one group that never scales to zero (the outbox relay runs in the workers).
+RELAYING = {"name": "relay", "queues": ["orders.place"], "replicas": 1}
+
 
 # --- Deployments -------------------------------------------------------------------------------
 
@@ -109,7 +112,7 @@ def test_replicas_only_when_not_autoscaled(full: model.BackendService) -> None:
 
 
 def test_zero_fixed_replicas_are_rendered_not_dropped() -> None:
-    obj = with_workers({"name": "paused", "queues": ["q"], "replicas": 0})
+    obj = with_workers({"name": "paused", "queues": ["q"], "replicas": 0}, RELAYING)
     assert worker.deployment(obj, groups(obj)["paused"])["spec"]["replicas"] == 0
 
 
@@ -239,14 +242,16 @@ def test_cpu_scaled_group_gets_an_hpa_and_no_keda_objects() -> None:
 
 
 def test_queue_length_group_gets_a_scaled_object_and_no_hpa() -> None:
-    obj = with_workers(QUEUE_SCALED)
+    obj = with_workers(QUEUE_SCALED, RELAYING)
     children = worker.build_all(obj)
-    assert [c["kind"] for c in children] == [
-        "TriggerAuthentication",
-        "Deployment",
-        "ScaledObject",
+    assert [(c["kind"], c["metadata"]["name"]) for c in children] == [
+        ("TriggerAuthentication", "payments-rabbitmq"),
+        ("Deployment", "payments-worker-mail"),
+        ("ScaledObject", "payments-worker-mail"),
+        ("Deployment", "payments-worker-relay"),
     ]
-    _, dep, scaled = children
+    _, dep, scaled, relaying = children
+    assert relaying["spec"]["replicas"] == 1  # and no autoscaler of its own
     assert scaled["metadata"]["name"] == dep["metadata"]["name"] == "payments-worker-mail"
     assert scaled["spec"]["scaleTargetRef"]["name"] == dep["metadata"]["name"]
     assert [t["metadata"]["queueName"] for t in scaled["spec"]["triggers"]] == [

@@ -29,6 +29,9 @@ from tests.reference_service.http.conftest import Callers, OpenService, Service,
 
 PROBLEMS = "https://adbm.io/problems/"
 MAX_BODY = 4096
+# Collections created asynchronously (202 and a resource to poll), as the README documents.
+SUBMITTED = {"orders"}
+PROVIDER_URL = "http://127.0.0.1:9"  # configured, never called: no worker runs here
 
 
 def _document() -> dict[str, Any]:
@@ -54,14 +57,14 @@ class Op:
     @property
     def kind(self) -> str:
         if self.method == "POST":
-            return "create"
+            return "submit" if self.collection in SUBMITTED else "create"
         if self.method == "GET":
             return "get" if "{" in self.template else "list"
         return {"PATCH": "change", "DELETE": "delete"}[self.method]
 
     @property
     def idempotent(self) -> bool:
-        return self.kind in ("create", "change")
+        return self.kind in ("create", "submit", "change")
 
     def url(self, item: Any = None) -> str:
         if "{" not in self.template:
@@ -92,6 +95,9 @@ EVERY = {400, 401, 413, 429, 500, 503}
 # 415 only where a body is read.
 EXPECTED_ERRORS = {
     "create": EVERY | {409, 415, 422},  # 409: in flight (and a taken sku); 422: a key reused
+    # 404: an account or product the tenant does not have; 409: in flight; 422: a key reused,
+    # or an order the domain refuses (currencies differ); 503 also without queue or provider.
+    "submit": EVERY | {404, 409, 415, 422},
     "list": EVERY,
     "get": EVERY | {404},
     "change": EVERY | {404, 409, 412, 415, 422, 428},
@@ -121,7 +127,7 @@ def test_required_headers_are_declared_required(op: Op) -> None:
 
 
 def test_conflicts_are_documented_where_a_unique_value_is_written() -> None:
-    creates = {op.template: op for op in OPERATIONS if op.kind == "create"}
+    creates = {op.template: op for op in OPERATIONS if op.kind in ("create", "submit")}
     for template, op in creates.items():
         assert op.documented(409, "conflict") == template.endswith("/products"), template
         assert op.documented(409, "idempotency-in-flight")
@@ -168,6 +174,12 @@ class World:
     ids: dict[str, str]
 
     def body(self, op: Op) -> dict[str, Any] | None:
+        if op.kind == "submit":
+            return {
+                "account_id": self.ids["accounts"],
+                "product_id": self.ids["products"],
+                "quantity": 1,
+            }
         return BODIES.get((op.version, op.collection, op.kind))
 
     async def send(
@@ -218,6 +230,12 @@ async def _world(service: Service, callers: Callers) -> World:
         )
         assert created.status_code == 201, created.text
         ids[collection] = created.json()["id"]
+    usd = await service.client.post(
+        "/api/v1/products",
+        json={"sku": "USD-1", "name": "Dollar mug", "price_minor": 1, "currency": "USD"},
+        headers=callers.a.headers,
+    )
+    ids["usd-product"] = usd.json()["id"]
     order = await place_order(
         service.services.database,
         callers.a.tenant_id,
@@ -246,7 +264,17 @@ async def no_api_key(w: World, op: Op) -> httpx.Response:
 
 
 async def no_such_resource(w: World, op: Op) -> httpx.Response | None:
+    if op.kind == "submit":
+        # What the order refers to does not exist for the tenant.
+        return await w.send(op, body={**(w.body(op) or {}), "account_id": str(uuid.uuid4())})
     return await w.send(op, item=uuid.uuid4()) if "{" in op.template else None
+
+
+async def refused_by_the_domain(w: World, op: Op) -> httpx.Response | None:
+    if op.kind != "submit":
+        return None
+    # A product priced in USD for an account holding EUR.
+    return await w.send(op, body={**(w.body(op) or {}), "product_id": w.ids["usd-product"]})
 
 
 async def forged_cursor(w: World, op: Op) -> httpx.Response | None:
@@ -290,7 +318,8 @@ async def key_reused(w: World, op: Op) -> httpx.Response | None:
     key = uuid.uuid4().hex
     first = await w.send(op, key=key)
     assert first.status_code < 500, first.text
-    other = {**(w.body(op) or {}), "name": "Another"}
+    changed = {"quantity": 2} if op.kind == "submit" else {"name": "Another"}
+    other = {**(w.body(op) or {}), **changed}
     return await w.send(op, key=key, body=other)
 
 
@@ -316,6 +345,7 @@ DRIVES: list[tuple[Drive, set[str]]] = [
     (invalid_parameter, {"validation-error"}),
     (no_api_key, {"unauthorized"}),
     (no_such_resource, {"not-found"}),
+    (refused_by_the_domain, {"order-rejected"}),
     (forged_cursor, {"invalid-cursor"}),
     # A taken sku where the collection has one; elsewhere the create simply succeeds.
     (taken_unique_value, {"conflict"}),
@@ -346,7 +376,9 @@ async def test_every_error_path_answers_what_its_operation_documents(
     seen: dict[str, set[int]] = {str(op): set() for op in OPERATIONS}
 
     # Most paths, on one service.
-    main = await _world(await open_service(max_body_bytes=MAX_BODY), callers)
+    main = await _world(
+        await open_service(max_body_bytes=MAX_BODY, payment_provider_url=PROVIDER_URL), callers
+    )
     for op in OPERATIONS:
         for drive, slugs in DRIVES:
             response = await drive(main, op)

@@ -1,0 +1,1 @@
+"""Redis read-through cache with stampede, penetration and avalanche defences."""

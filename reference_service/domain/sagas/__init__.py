@@ -1,0 +1,1 @@
+"""Sagas: multi-step work across services, each step a transaction, failures compensated."""
