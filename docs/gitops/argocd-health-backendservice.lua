@@ -39,7 +39,8 @@ elseif degraded ~= nil and degraded.status == "True" then
 elseif ready ~= nil and ready.status == "True" then
   hs.status = "Healthy"
   hs.message = ready.message
-elseif ready ~= nil and (ready.reason == "RollingOut" or ready.reason == "Pending") then
+elseif ready ~= nil and (ready.reason == "RollingOut" or ready.reason == "Pending"
+  or ready.reason == "Migrating") then
   hs.status = "Progressing"
   hs.message = ready.message
 elseif ready ~= nil and ready.status == "False" then

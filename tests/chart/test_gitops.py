@@ -15,7 +15,12 @@ import celpy
 import pytest
 import yaml
 
-from adbm_operator import crd, observe, status
+from adbm_operator import crd, observe, provisioning, status
+from adbm_operator.conditions import Verdict
+from adbm_operator.database.budget import Budget
+from adbm_operator.database.canary import Check, IsolationResult
+from adbm_operator.database.condition import Observations
+from adbm_operator.database.provision import Report
 from adbm_operator.status import Observation, Rollout
 from tests.chart import helm
 
@@ -29,14 +34,29 @@ def rolled_out(done: bool = True, failed: bool = False) -> Rollout:
     return Rollout("shop-api", 3, 3 if done else 2, done, failed, message)
 
 
+def database(migrated: bool = True) -> Verdict:
+    """DatabaseReady as the operator decides it from a provisioning pass (`provisioning.verdict`):
+    the connections fit, the image's migration ran (or not yet), the canary proved isolation."""
+    passed = IsolationResult((Check("public.orders", "tenant A sees only its rows", "passed"),))
+    observations = Observations(
+        budget=Budget(max_connections=100, reserved=3, wanted=8),
+        migrated=migrated,
+        migration_message="" if migrated else "waiting for migration Job shop-migrate",
+        isolation=passed if migrated else None,
+    )
+    return provisioning.verdict(Report(observations, pending="", changes=()), "shop-migrate", None)
+
+
 def observed(**changes: Any) -> Observation:
-    # What the operator observes of a healthy object: its Deployment and the collector beside it.
+    # What the operator observes of a healthy object: its database provisioned, its Deployment
+    # and the collector beside it.
     values: dict[str, Any] = {
         "generation": 2,
         "paused": False,
         "children": [],
         "api": rolled_out(),
         "collector": observe.Collector(enabled=True, running=("shop-api",)),
+        "database": database(),
     }
     values.update(changes)
     return Observation(**values)
@@ -60,6 +80,12 @@ CASES = {
     "ready": (backend(observed()), "Healthy", True, False),
     "rolling out": (backend(observed(api=rolled_out(done=False))), "Progressing", False, False),
     "no Deployment yet": (backend(observed(api=None)), "Progressing", False, False),
+    "migration not run yet": (
+        backend(observed(api=None, database=database(migrated=False))),
+        "Progressing",
+        False,
+        False,
+    ),
     "secret missing": (
         backend(observed(missing_secrets=["shop-redis"])),
         "Degraded",

@@ -6,11 +6,18 @@ peering object installed: one replica acts, the other stands by through Kopf pee
 one reconciles a BackendService that uses every kind the operator manages, prunes a child of each
 kind that the spec does not ask for, and reports an invalid spec. These runs make every call the
 chart's RBAC grants, which tests/operator/test_rbac.py holds against what it grants.
+
+The test plays the platform team (the admin Secret points at a database and app role of this
+test's own on the real PostgreSQL) and the Job controller, as tests/operator/
+test_operator_database.py does: the migration Job's container command runs as a real local
+process with the environment the kubelet would give it (`database/kubelet.py`), and the Job is
+then marked complete, so the operator goes on to create the Deployments.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import json
 import os
@@ -23,12 +30,18 @@ import kmock as kmock_lib
 import pytest
 import yaml
 
-from adbm_operator import kinds, reconcile
-from adbm_operator.specs import labels
+from adbm_operator import kinds, model, reconcile
+from adbm_operator.specs import labels, migration
 from tests.chart import helm
+from tests.operator import test_operator as base
+from tests.operator.database import kubelet
 from tests.operator.emulator import AdbmEmulator, register_standard_resources, vendored_crd
 from tests.operator.specs.support import example_body
-from tests.operator.test_operator import free_port, until
+from tests.operator.test_operator import free_port, names, until
+from tests.reference_service.conftest import SERVER_URL
+
+# This test's database and app role on the real server, dropped afterwards.
+database_names = base.database_names
 
 NS = "payments"
 MODES = {"all-namespaces": [], "watch-namespaces": ["--set", f"watchNamespaces[0]={NS}"]}
@@ -99,9 +112,15 @@ async def installed(cluster: AdbmEmulator, request: pytest.FixtureRequest) -> li
     await create(cluster, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
     for peering in [o for o in rendered if o["kind"] in ("ClusterKopfPeering", "KopfPeering")]:
         await create(cluster, peering)
-    for name in ("payments-db-app", "payments-db-superuser", "payments-redis", "payments-rabbitmq"):
+    # What the platform team provides: the database admin's, Redis' and RabbitMQ's Secrets.
+    admin_uri = base64.b64encode(SERVER_URL.encode()).decode()
+    for name, uri in (
+        ("payments-db-superuser", admin_uri),
+        ("payments-redis", "eA=="),
+        ("payments-rabbitmq", "eA=="),
+    ):
         secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": NS}}
-        await create(cluster, {**secret, "data": {"uri": "eA=="}})
+        await create(cluster, {**secret, "data": {"uri": uri}})
     return rendered
 
 
@@ -178,6 +197,34 @@ def log_lines(log: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
 
+async def listed(cluster: AdbmEmulator, api_version: str, kind: str) -> list[dict[str, Any]]:
+    collection = {"apiVersion": api_version, "kind": kind, "metadata": {"namespace": NS}}
+    async with cluster.get(path_of(collection, collection=True)) as response:
+        assert response.status == 200, await response.text()
+        items: list[dict[str, Any]] = (await response.json())["items"]
+    return [{**item, "kind": kind} for item in items]
+
+
+async def run_migration_pod(cluster: AdbmEmulator, job: dict[str, Any]) -> tuple[int, str]:
+    """The Job's container as the kubelet would start it: env from the live ConfigMaps and
+    Secrets of the namespace, the rendered command, as a real process against the real server."""
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    objects = [
+        *await listed(cluster, "v1", "ConfigMap"),
+        *await listed(cluster, "v1", "Secret"),
+    ]
+    env = kubelet.environment(container, objects)
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.defpath  # the image's PATH
+    process = await asyncio.create_subprocess_exec(
+        *kubelet.argv(container, env),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await process.communicate()
+    return await process.wait(), out.decode()
+
+
 def stray(kind: kinds.Kind, owner: dict[str, Any]) -> dict[str, Any]:
     """A child of this kind that the owner's spec does not ask for (as an older release might
     have named it): owned and labelled like every child, so it must be pruned."""
@@ -237,9 +284,22 @@ async def one_acts_and_uses_every_granted_call(
         )
 
     body = copy.deepcopy(example_body("full"))
+    body["spec"]["database"].update(name=names().database, appRole=names().role)
     owner = await create(cluster, body)
+    # No Deployment before the image's migration ran: play the Job controller.
+    job_name = migration.name(model.parse(body))
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": job_name, "namespace": NS}}
+    live_job = await until(lambda: live(cluster, job), timeout=WAIT, what="the migration Job")
+    code, out = await run_migration_pod(cluster, live_job)
+    assert code == 0, out
     api = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "payments-api"}}
     api["metadata"]["namespace"] = NS
+    assert await live(cluster, api) is None, "no pod of an image whose migration has not run"
+    # As tests/operator/test_operator.py's `mark_job`: the Job controller records success.
+    complete = {"type": "Complete", "status": "True", "reason": "Complete", "message": "Complete"}
+    status = {"status": {"succeeded": 1, "conditions": [complete]}}
+    async with cluster.patch(path_of(job) + "/status", json=status, headers=base.MERGE) as response:
+        assert response.status == 200, await response.text()
     await until(lambda: live(cluster, api), timeout=WAIT, what="the API Deployment")
     scaled = {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": {}}
     scaled["metadata"] = {"name": "payments-worker-notifications", "namespace": NS}
