@@ -155,11 +155,13 @@ def configure(level: str = "INFO", stream: TextIO | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # Libraries that install handlers of their own would print a second, non-JSON copy.
+    # Libraries that install handlers of their own would print a second, non-JSON copy; a level
+    # of their own (uvicorn.Config sets one on uvicorn.error) would override `level`.
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "aio_pika", "aiormq"):
         library = logging.getLogger(name)
         library.handlers[:] = []
         library.propagate = True
+        library.setLevel(logging.NOTSET)
     # The access line is ours (`access_line`): it knows the route template and the tenant.
     logging.getLogger("uvicorn.access").disabled = True
     structlog.configure(

@@ -17,6 +17,7 @@ from psycopg import sql
 
 from reference_service.db.admin import create_api_key, revoke_api_key
 from reference_service.db.pool import Database, Statement
+from reference_service.http.keycache import KEY_CACHE_SECONDS
 from tests.reference_service.conftest import DatabaseUrls, Tenants
 from tests.reference_service.http.conftest import Callers, OpenService, Service, assert_problem
 
@@ -108,13 +109,24 @@ async def test_a_revoked_key_is_refused_even_for_a_cached_row(
     open_service: OpenService, database_urls: DatabaseUrls, tenants: Tenants
 ) -> None:
     service = await open_service()
+    cache = service.services.key_cache
+    now = [1000.0]
+    cache.clock = lambda: now[0]
     issued = await create_api_key(database_urls.admin_url, "tenant-a", actor="test")
     headers = {"Authorization": f"Bearer {issued.key}"}
     product_id = await create_product(service, headers)
     url = f"/api/v1/products/{product_id}"
     assert (await service.client.get(url, headers=headers)).status_code == 200
+    redis = service.services.redis
+    prefix = service.services.settings.redis_key_prefix
+    entry = f"{prefix}cache:product:{tenants.a}:{product_id}"
+    assert await redis.exists(entry)
     await revoke_api_key(database_urls.admin_url, str(issued.key_id), actor="test")
-    # The key is checked before the cache is read: the bound for a revoked key stays zero.
+    # The key is checked before the row cache is read, so a cached row does not stretch the
+    # key cache's stated bound (KEY_CACHE_SECONDS): once it has passed the key is refused,
+    # although the row is still in the cache.
+    now[0] += KEY_CACHE_SECONDS
+    assert await redis.exists(entry)
     assert_problem(await service.client.get(url, headers=headers), 401, "unauthorized")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 from pathlib import Path
@@ -99,6 +100,9 @@ async def test_the_rendered_worker_runs_and_passes_its_own_probes(
         "ADBM_QUEUE_PREFIX": prefix,
         "OTEL_TRACES_EXPORTER": "none",
         "PATH": str(Path(service_command()).parent),
+        # Not configuration: which code this environment's interpreter imports, when the
+        # tree under test is put first that way rather than installed.
+        **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"},
     }
     log = tmp_path / "worker.log"
     with log.open("wb") as err:

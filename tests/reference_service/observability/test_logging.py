@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import uvicorn
 from opentelemetry.sdk.trace import TracerProvider
 
 from reference_service.observability import logging as service_logging
@@ -51,6 +52,17 @@ def test_a_library_handler_does_not_print_a_second_copy(output: io.StringIO) -> 
     service_logging.configure("INFO", stream=output)
     library.info("once")
     assert [line["event"] for line in lines(output)] == ["once"]
+
+
+def test_a_library_level_left_by_a_uvicorn_config_does_not_hide_lines(
+    output: io.StringIO,
+) -> None:
+    # An in-process server elsewhere in the process (as a test's fake provider runs) leaves
+    # uvicorn's loggers configured its way: a handler, no propagation, its own level.
+    uvicorn.Config(lambda: None, log_level="error").configure_logging()
+    service_logging.configure("INFO", stream=output)
+    logging.getLogger("uvicorn.error").info("shown")
+    assert [line["event"] for line in lines(output)] == ["shown"]
 
 
 def test_the_level_comes_from_the_settings(output: io.StringIO) -> None:
