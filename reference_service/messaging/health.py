@@ -16,7 +16,8 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import REGISTRY, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 log = logging.getLogger(__name__)
 
@@ -69,5 +70,7 @@ class HealthServer:
             body = json.dumps({"status": "ready" if not problems else "not ready", **problems})
             return (503 if problems else 200), "application/json", body.encode()
         if path == "/metrics":
-            return 200, CONTENT_TYPE_LATEST, generate_latest(REGISTRY)
+            # The text format every Prometheus parses (2.x knows no other version); the body
+            # is that format, since the default `underscores` escaping keeps names legacy.
+            return 200, CONTENT_TYPE_PLAIN_0_0_4, generate_latest(REGISTRY)
         return 404, "text/plain", b"not found\n"

@@ -49,6 +49,9 @@ class Finding:
     problem: str
     message: str
     request: str
+    body_is_json: bool
+    """Whether the request carried a body that is JSON (UTF-8, parseable): tells a refusal of
+    bytes that are no JSON at all from one of a document that fails validation."""
 
     def describe(self) -> str:
         return (
@@ -137,6 +140,17 @@ def _request_line(case: Case, response: Response) -> str:
     return f"{request.method} {request.url} headers={shown} body={(body or '')[:300]!r}"
 
 
+def _body_is_json(response: Response) -> bool:
+    body = response.request.body
+    if not isinstance(body, bytes | str) or not body:
+        return False
+    try:
+        json.loads(body.decode() if isinstance(body, bytes) else body)
+    except ValueError:  # UnicodeDecodeError is one
+        return False
+    return True
+
+
 def problem_type(response: Response) -> str:
     """The problem's type slug, for telling findings apart ("" when not a problem)."""
     try:
@@ -162,6 +176,7 @@ def check_response(report: Report, case: Case, response: Response) -> None:
                 slug,
                 message.strip().splitlines()[0][:300] if message.strip() else check,
                 _request_line(case, response),
+                _body_is_json(response),
             )
         )
 

@@ -40,11 +40,20 @@ def free_port() -> int:
         return port
 
 
+def interpreter_env() -> dict[str, str]:
+    """PATH, and PYTHONPATH when the tests run with one: where the image would have the
+    service installed, so a child imports the same tree as the tests (not part of any pod)."""
+    out = {"PATH": f"{BIN}:{os.environ['PATH']}"}
+    if "PYTHONPATH" in os.environ:
+        out["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return out
+
+
 def run(args: list[str], env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
     """A command with exactly `env` (plus PATH), as a container gets it; fails loudly."""
     result = subprocess.run(
         args,
-        env={"PATH": f"{BIN}:{os.environ['PATH']}", **env},
+        env={**interpreter_env(), **env},
         capture_output=True,
         text=True,
         timeout=120,
@@ -112,7 +121,7 @@ def process(args: list[str], env: Mapping[str, str], log: Path) -> Iterator[Proc
     with log.open("w") as out:
         popen = subprocess.Popen(
             args,
-            env={"PATH": f"{BIN}:{os.environ['PATH']}", **env},
+            env={**interpreter_env(), **env},
             stdout=out,
             stderr=subprocess.STDOUT,
             text=True,

@@ -16,6 +16,8 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from adbm_operator.model import defaults
+
 _LOWER_ALNUM = string.ascii_lowercase + string.digits
 _ALNUM = string.ascii_letters + string.digits
 
@@ -165,8 +167,23 @@ def queue(draw: st.DrawFn, *, max_replicas: int) -> dict[str, Any]:
     names = draw(st.lists(dns_1035_label(1, 30), max_size=4, unique=True))
     section: dict[str, Any] = {"secretRef": draw(secret_ref())}
     if names or _coin(draw):
-        section["workers"] = [draw(worker_group(n, max_replicas=max_replicas)) for n in names]
+        workers = [draw(worker_group(n, max_replicas=max_replicas)) for n in names]
+        if workers and not any(_keeps_a_replica(w) for w in workers):
+            # The relay rule: one group must never scale to zero (the outbox relay runs there).
+            kept = workers[draw(st.integers(0, len(workers) - 1))]
+            if "autoscaling" in kept:
+                scaling = kept["autoscaling"]
+                scaling["minReplicas"] = draw(st.integers(1, scaling["maxReplicas"]))
+            else:
+                kept["replicas"] = draw(st.integers(1, max_replicas))
+        section["workers"] = workers
     return section
+
+
+def _keeps_a_replica(group: dict[str, Any]) -> bool:
+    if "autoscaling" in group:
+        return bool(group["autoscaling"].get("minReplicas", defaults.MIN_REPLICAS) >= 1)
+    return bool(group.get("replicas", defaults.WORKER_REPLICAS) >= 1)
 
 
 _ROUTE_PATH = st.from_regex(r"/[A-Za-z0-9/_{}.-]{0,40}", fullmatch=True)
