@@ -84,6 +84,7 @@ class Database:
     """A psycopg connection pool for the app role, configured from `Settings`."""
 
     def __init__(self, settings: Settings, *, name: str = "adbm") -> None:
+        self.name = name
         self._tenant_setting = check_setting(settings.db_tenant_setting)
         self._acquire_timeout = settings.db_pool_acquire_timeout_seconds
         self._in_use = 0
@@ -229,6 +230,17 @@ class Database:
             "idle": s["pool_available"],
             "waiting": s.get("requests_waiting", 0),
             "timeouts": self._timeouts,
+        }
+
+    def pool_stats(self) -> dict[str, int]:
+        """What the metrics' pool collector reads at scrape time (`metrics.PoolStats`)."""
+        s = self.stats()
+        return {
+            "size": s["size"],
+            "in_use": s["in_use"],
+            "waiting": s["waiting"],
+            "max_size": s["max_size"],
+            "acquire_timeouts": s["timeouts"],
         }
 
     # --- internals ----------------------------------------------------------------------------

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from reference_service.db.admin import Principal, authenticate
 from reference_service.http.problems import UNAUTHORIZED, Problem
 from reference_service.http.state import Svc
+from reference_service.observability.access import bind_tenant
 
 __all__ = ["CurrentPrincipal", "Principal", "actor", "current_principal"]
 
@@ -29,6 +30,7 @@ def _refused(detail: str) -> Problem:
 
 
 async def current_principal(
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     svc: Svc,
 ) -> Principal:
@@ -39,6 +41,7 @@ async def current_principal(
     if principal is None:
         # The same answer for a malformed, unknown or revoked key: nothing to probe for.
         raise _refused("The API key is not valid.")
+    bind_tenant(request.scope, str(principal.tenant_id))
     return principal
 
 

@@ -50,6 +50,7 @@ from reference_service.http.problems import (
     Problem,
     retry_after,
 )
+from reference_service.observability import metrics
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +226,14 @@ class _Replayed(Exception):
     """Raised by `decide` to skip the route; the middleware answers with the stored response."""
 
 
+_OUTCOME_LABELS: Final[dict[type, str]] = {
+    New: "new",
+    Done: "replayed",
+    InFlight: "in_flight",
+    Mismatch: "mismatch",
+}
+
+
 def _unavailable() -> Problem:
     return Problem(
         SERVICE_UNAVAILABLE,
@@ -251,7 +260,9 @@ async def decide(engine: Idempotency, request: Request, tenant_id: UUID) -> None
         outcome = await engine.begin(tenant_id, key, fingerprint(request.method, target, body))
     except (RedisError, OSError) as exc:
         log.warning("idempotency store unavailable: %s", exc)
+        metrics.IDEMPOTENCY_OUTCOMES.labels("unavailable").inc()
         raise _unavailable() from exc
+    metrics.IDEMPOTENCY_OUTCOMES.labels(_OUTCOME_LABELS[type(outcome)]).inc()
     if isinstance(outcome, New):
         slot.claim = _Claim(engine, tenant_id, key, outcome.token)
         return

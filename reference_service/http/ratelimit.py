@@ -83,6 +83,7 @@ from reference_service.http.problems import (
     Problem,
     retry_after,
 )
+from reference_service.observability import metrics
 from reference_service.policy import Quota, RateLimitPolicy
 
 __all__ = [
@@ -281,6 +282,9 @@ async def enforce(
     route = request.scope.get("route")
     template: str = getattr(route, "path", request.url.path)
     decision = await limiter.check(scope_id, request.method, template)
+    metrics.RATE_LIMIT_DECISIONS.labels(
+        "admitted" if decision.allowed else "limited", decision.source
+    ).inc()
     if not decision.allowed:
         raise decision.problem()
     # Routes that return their own Response drop an injected one's headers, and an error

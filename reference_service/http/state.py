@@ -20,6 +20,7 @@ from reference_service.db.pool import Database
 from reference_service.http.idempotency import Idempotency
 from reference_service.http.pagination import CursorCodec
 from reference_service.http.ratelimit import RateLimiter
+from reference_service.observability import metrics
 
 # Redis answers in well under a millisecond when healthy; a request must not hang on it when it
 # is not. The rate limiter and idempotency decide what a timeout means for them.
@@ -43,6 +44,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     # Without waiting for the first connections: a database that is down at start-up makes the
     # pod not ready (/ready) rather than crash-looping, and the pool keeps trying.
     await database.open(wait=False)
+    # Read at scrape time; the collector holds it weakly, so a closed app's pool drops out.
+    metrics.POOLS.watch(database)
     redis = Redis.from_url(
         settings.redis_url.get_secret_value(),
         socket_timeout=REDIS_TIMEOUT_SECONDS,

@@ -67,17 +67,20 @@ class RequestSpans:
             return
         carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         parent = propagate.extract(carrier)
-        name = f"{scope['method']} {scope['path']}"
+        method = scope["method"]
+        # Named by the method alone until the router has matched a route: the raw path would
+        # make one span name per id.
         with self.tracer.start_as_current_span(
-            name, context=parent, kind=trace.SpanKind.SERVER
+            method, context=parent, kind=trace.SpanKind.SERVER
         ) as span:
-            span.set_attribute("http.request.method", scope["method"])
-            span.set_attribute("url.path", scope["path"])
+            span.set_attribute("http.request.method", method)
             started = False
 
             async def tracked_send(message: Message) -> None:
                 nonlocal started
-                started = started or message["type"] == "http.response.start"
+                if message["type"] == "http.response.start":
+                    started = True
+                    span.set_attribute("http.response.status_code", message["status"])
                 await send(message)
 
             try:
@@ -86,3 +89,8 @@ class RequestSpans:
                 span.record_exception(exc)
                 span.set_status(trace.StatusCode.ERROR)
                 await self.on_unhandled(exc, scope, receive, tracked_send, started=started)
+            finally:
+                template = getattr(scope.get("route"), "path", None)
+                if isinstance(template, str):
+                    span.update_name(f"{method} {template}")
+                    span.set_attribute("http.route", template)
