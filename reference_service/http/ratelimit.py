@@ -84,6 +84,7 @@ from reference_service.http.problems import (
     retry_after,
 )
 from reference_service.observability import metrics
+from reference_service.observability.tracing import client_span
 from reference_service.policy import Quota, RateLimitPolicy
 
 __all__ = [
@@ -116,6 +117,9 @@ Source = Literal["redis", "local", "unavailable"]
 def _sf_string(value: str) -> str:
     """An RFC 9651 sf-string: quoted, with `\\` and `"` escaped."""
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+_SPAN: Final = {"db.system.name": "redis", "db.operation.name": "EVALSHA"}
 
 
 @dataclass(frozen=True)
@@ -265,6 +269,10 @@ class RateLimiter:
         return Decision(False, limited, 0, 0.0, _REDIS_RETRY_SECONDS, "unavailable")
 
     async def _eval(self, key: str, limited: LimitedQuota) -> list[Any]:
+        with client_span("redis ratelimit", _SPAN):
+            return await self._eval_script(key, limited)
+
+    async def _eval_script(self, key: str, limited: LimitedQuota) -> list[Any]:
         args = (self._policy.algorithm, limited.interval_us, limited.quota.burst)
         try:
             reply: list[Any] = await self._redis.evalsha(SCRIPT_SHA, 1, key, *args)

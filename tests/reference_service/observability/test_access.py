@@ -144,3 +144,30 @@ async def test_span_names_are_route_templates(
     assert server.attributes["http.route"] == "/api/v2/products/{product_id}"
     assert server.attributes["http.response.status_code"] == 404
     assert all(str(product_id) not in span.name for span in spans.get_finished_spans())
+
+
+async def test_database_and_redis_calls_are_child_spans_of_the_request(
+    traced: Service, callers: Callers, spans: InMemorySpanExporter
+) -> None:
+    headers = {**callers.a.headers, "Idempotency-Key": uuid.uuid4().hex}
+    response = await traced.client.post(
+        "/api/v1/accounts", json={"name": "Main", "currency": "EUR"}, headers=headers
+    )
+    assert response.status_code == 201, response.text
+    finished = spans.get_finished_spans()
+    (server,) = [s for s in finished if s.kind.name == "SERVER"]
+    assert server.name == "POST /api/v1/accounts"
+    children = [s for s in finished if s.kind.name == "CLIENT"]
+    assert {s.name for s in children} >= {
+        "postgresql read",  # the API key's lookup
+        "postgresql transaction",  # the insert
+        "redis ratelimit",
+        "redis idempotency begin",
+        "redis idempotency store",
+    }
+    assert server.context is not None
+    for child in children:
+        assert child.context is not None and child.parent is not None
+        assert child.context.trace_id == server.context.trace_id
+        assert child.parent.span_id == server.context.span_id
+

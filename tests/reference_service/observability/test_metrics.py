@@ -40,7 +40,9 @@ async def test_problems_by_type_and_status(service: Service) -> None:
 
 
 async def test_rate_limit_decisions(open_service: OpenService, callers: Callers) -> None:
-    tight = Policy(rate_limit=RateLimitPolicy(default=Quota(requests=1, period_seconds=60, burst=1)))
+    tight = Policy(
+        rate_limit=RateLimitPolicy(default=Quota(requests=1, period_seconds=60, burst=1))
+    )
     service = await open_service(policy=tight)
     admitted = sample("adbm_ratelimit_decisions_total", decision="admitted", source="redis")
     limited = sample("adbm_ratelimit_decisions_total", decision="limited", source="redis")
@@ -110,7 +112,9 @@ async def test_idempotency_unavailable_and_the_local_rate_limit(
     )
 
 
-async def test_pool_gauges_and_acquire_timeouts(open_service: OpenService, callers: Callers) -> None:
+async def test_pool_gauges_and_acquire_timeouts(
+    open_service: OpenService, callers: Callers
+) -> None:
     service = await open_service(db_pool_max_size=1, db_pool_acquire_timeout_seconds=0.2)
     database = service.services.database
     # Each app's pool has its own name, so the series of two apps do not mix.
