@@ -8,6 +8,7 @@ the schema whatever library wrote it. The schema:
 - `trace_id`, `span_id` of the current OpenTelemetry span, when there is one;
 - whatever the request bound with `bind_request()`: `request_id`, `tenant`, `route` (the
   template, never the raw path), and, on the access line, `status` and `duration_ms`;
+- `object` (`namespace`, `name`, `uid`) on the operator's lines about a Kubernetes object;
 - `exception` (the formatted traceback) on error lines.
 
 Secrets never reach the output: `redact` runs last before rendering, on every line.
@@ -103,6 +104,18 @@ def add_trace_context(
     return event_dict
 
 
+def add_kube_object(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: a Kopf object logger's line names its object as `object`
+    (namespace, name, uid). Kopf passes the object's reference as the record's `k8s_ref`."""
+    record = event_dict.get("_record")
+    ref = getattr(record, "k8s_ref", None)
+    if isinstance(ref, Mapping):
+        event_dict["object"] = {key: ref.get(key) for key in ("namespace", "name", "uid")}
+    return event_dict
+
+
 def _rename_message(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
@@ -141,7 +154,7 @@ def configure(level: str = "INFO", stream: TextIO | None = None) -> None:
     handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=_shared_processors(),
+            foreign_pre_chain=[*_shared_processors(), add_kube_object],
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 _rename_message,
@@ -155,6 +168,8 @@ def configure(level: str = "INFO", stream: TextIO | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Warnings (deprecations, unawaited coroutines) are lines of the process too.
+    logging.captureWarnings(True)
     # Libraries that install handlers of their own would print a second, non-JSON copy.
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "aio_pika", "aiormq"):
         library = logging.getLogger(name)

@@ -170,4 +170,3 @@ async def test_database_and_redis_calls_are_child_spans_of_the_request(
         assert child.context is not None and child.parent is not None
         assert child.context.trace_id == server.context.trace_id
         assert child.parent.span_id == server.context.span_id
-
