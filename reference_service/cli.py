@@ -105,7 +105,14 @@ def _serve(args: argparse.Namespace) -> int:
 
     from reference_service.app import create_app
 
-    metrics.serve(settings.metrics_port)
+    try:
+        metrics.serve(settings.metrics_port)
+    except OSError as exc:  # the port is taken, or not ours to bind
+        print(
+            f"error: cannot listen on ADBM_METRICS_PORT {settings.metrics_port}: {exc.strerror}",
+            file=sys.stderr,
+        )
+        return 2
     uvicorn.run(
         create_app(settings),
         host=args.host,

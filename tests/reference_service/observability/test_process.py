@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from tests.reference_service.cli_process import one_error_line, run_cli
 from tests.reference_service.conftest import DatabaseUrls
 from tests.reference_service.http.conftest import Callers
 
@@ -179,3 +180,19 @@ def test_promtool_accepts_the_scrape(served: Served, callers: Callers) -> None:
     assert result.stdout.strip() == "" and result.stderr.strip() == "", (
         result.stdout + result.stderr
     )
+
+
+def test_a_taken_metrics_port_is_a_one_line_error(database_urls: DatabaseUrls) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli(
+            "serve",
+            ADBM_DATABASE_URL=database_urls.app_url,
+            ADBM_CURSOR_SECRET=uuid.uuid4().hex + uuid.uuid4().hex,
+            ADBM_METRICS_PORT=str(port),
+            ADBM_HTTP_PORT=str(free_port()),
+        )
+    line = one_error_line(result)
+    assert line.startswith(f"error: cannot listen on ADBM_METRICS_PORT {port}: ")
