@@ -220,13 +220,14 @@ class _HandlerSink:
 
 def configure(level: str = "INFO", stream: TextIO | None = None) -> None:
     """Route every logger of the process, structlog's and the standard library's, to one JSON
-    handler on `stream` (standard output by default) at `level`. Idempotent.
+    handler on `stream` at `level`. Idempotent. The default stream is standard error, as for
+    uvicorn and Kopf: standard output stays the commands' own (a key, a table, JSON).
 
     A standard-library record is rendered by the handler's `ProcessorFormatter`; a structlog
     line (the access line on every request) skips the standard library and is rendered by
     structlog's own chain straight to the same stream: a LogRecord and its copy cost more than
     the rest of the line."""
-    handler = logging.StreamHandler(stream or sys.stdout)
+    handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[
