@@ -9,7 +9,7 @@ from typing import Any, Final
 from fastapi import FastAPI
 from opentelemetry.sdk.trace import TracerProvider
 
-from reference_service.config import Settings
+from reference_service.config import Settings, serving_problems
 from reference_service.domain.resources import RESOURCES
 from reference_service.http import (
     endpoints,
@@ -24,6 +24,7 @@ from reference_service.http.representation import V1, Representation
 from reference_service.http.state import open_services
 from reference_service.http.v2 import V2
 from reference_service.observability import access, tracing
+from reference_service.policy import RateLimitPolicy
 
 # Every API version, each an adapter over the same resource declarations.
 VERSIONS: Final[tuple[Representation, ...]] = (V1, V2)
@@ -32,6 +33,38 @@ VERSIONS: Final[tuple[Representation, ...]] = (V1, V2)
 # answers invalid requests with a 400 `validation-error` problem instead (each operation lists
 # it), so those entries and their schemas would be false.
 _FRAMEWORK_VALIDATION: Final = ("ValidationError", "HTTPValidationError")
+
+
+class ServingRefused(ValueError):
+    """The settings must not serve requests; the message is one line naming the setting."""
+
+
+def unknown_route_overrides(policy: RateLimitPolicy, app: FastAPI) -> list[str]:
+    """The policy's per-route quotas that name no route of `app`: each would silently never
+    apply, so they are refused where the policy is loaded instead."""
+    if not policy.routes:
+        return []
+    # The OpenAPI document is the public list of every route template and its methods (FastAPI
+    # keeps included routers nested, so `app.routes` does not list them); not kept, so that it
+    # is built again with any route added after this check.
+    document = app.openapi()
+    app.openapi_schema = None
+    served = {
+        (method.upper(), path)
+        for path, operations in document.get("paths", {}).items()
+        for method in operations
+    }
+    paths = {path for _, path in served}
+    unknown = []
+    for index, route in enumerate(policy.routes):
+        found = route.path in paths if route.method == "*" else (route.method, route.path) in served
+        if not found:
+            unknown.append(
+                f"ADBM_POLICY: rate_limit.routes[{index}]: the service has no route "
+                f"{route.method} {route.path} (write the route template, e.g. "
+                "/api/v2/products/{product_id})"
+            )
+    return unknown
 
 
 class ServiceApp(FastAPI):
@@ -53,13 +86,23 @@ class ServiceApp(FastAPI):
 def create_app(
     settings: Settings | None = None, tracer_provider: TracerProvider | None = None
 ) -> FastAPI:
-    """A new application; `adbm-service serve` runs it with uvicorn's `factory=True`.
-    `tracer_provider` replaces the one built from the settings (a test's in-memory exporter)."""
+    """A new application; `adbm-service serve` runs it, or uvicorn's `--factory`.
+    `tracer_provider` replaces the one built from the settings (a test's in-memory exporter).
+
+    Raises `ServingRefused` for a policy that names routes the service does not serve. The
+    app refuses to start (its lifespan raises `ServingRefused`) on settings that must not serve,
+    such as the public development cursor key outside `ADBM_ENVIRONMENT=development`; building
+    it without serving (the OpenAPI document) needs no secret.
+    """
     settings = settings or Settings()
     tracer_provider = tracer_provider or tracing.provider(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        refused = serving_problems(settings)
+        if refused:
+            tracer_provider.shutdown()
+            raise ServingRefused("refusing to serve: " + "; ".join(refused))
         try:
             async with open_services(settings) as services:
                 app.state.services = services
@@ -83,10 +126,16 @@ def create_app(
     # Every API route is rate limited first (one Redis round trip), then, on the idempotent
     # writes, decided by the idempotency store (one more); health and readiness stay unlimited.
     for version in VERSIONS:
+        gone = versioning.may_be_gone(settings.policy.versioning, version.name)
         app.include_router(
             endpoints.version_router(version, RESOURCES),
             deprecated=version.name in deprecated or None,
+            # Past its sunset a retired version answers 410 on every operation.
+            responses=problems.openapi_responses([problems.GONE]) if gone else None,
         )
+    unknown = unknown_route_overrides(settings.policy.rate_limit, app)
+    if unknown:
+        raise ServingRefused("; ".join(unknown))
     app.add_middleware(idempotency.IdempotencyMiddleware)
     if deprecated:
         app.add_middleware(versioning.DeprecationMiddleware, policy=settings.policy.versioning)

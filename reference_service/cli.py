@@ -103,8 +103,13 @@ def _serve(args: argparse.Namespace) -> int:
     # Imported here: the admin commands must not pay for the web stack.
     import uvicorn
 
-    from reference_service.app import create_app
+    from reference_service.app import ServingRefused, create_app
 
+    try:
+        app = create_app(settings)
+    except ServingRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         metrics.serve(settings.metrics_port)
     except OSError as exc:  # the port is taken, or not ours to bind
@@ -114,7 +119,7 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return 2
     uvicorn.run(
-        create_app(settings),
+        app,
         host=args.host,
         port=settings.http_port,
         log_level=settings.log_level.lower(),
@@ -142,7 +147,13 @@ def _openapi(args: argparse.Namespace) -> int:
     settings = _settings()
     if settings is None:
         return 2
-    document = openapi_document(settings)
+    from reference_service.app import ServingRefused
+
+    try:
+        document = openapi_document(settings)
+    except ServingRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.output is None:
         sys.stdout.write(document)
     else:

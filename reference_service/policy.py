@@ -37,6 +37,8 @@ class RateLimitPolicy(_Strict):
     on_redis_unavailable: Literal["FailOpen", "FailClosed"] = "FailOpen"
     default: Quota = Quota()
     routes: list[RouteQuota] = []
+    # Per client address, for requests without a valid API key, before the key is looked up.
+    unauthenticated: Quota = Quota(requests=10, period_seconds=1, burst=20)
 
 
 class DeprecatedVersion(_Strict):
@@ -44,6 +46,9 @@ class DeprecatedVersion(_Strict):
     deprecated_at: AwareDatetime
     sunset_at: AwareDatetime
     link: str | None = None
+    # From `sunset_at` on: `Gone` answers every route of the version with 410, `Serve` keeps
+    # serving it (with the same deprecation headers).
+    after_sunset: Literal["Gone", "Serve"] = "Gone"
 
 
 class VersioningPolicy(_Strict):

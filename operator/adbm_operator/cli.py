@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -161,9 +162,21 @@ def _run(args: argparse.Namespace) -> str:
         namespaces=args.namespace or (),
         standalone=args.peering is None,
         peering_name=args.peering,
+        priority=args.priority,
         liveness_endpoint=f"http://0.0.0.0:{args.liveness_port}/healthz",
     )
     return ""
+
+
+def _priority(text: str) -> int:
+    """An integer, or `random`: replicas started alike each get their own (Kopf pauses every
+    replica when two live ones share the highest priority)."""
+    if text == "random":
+        return secrets.randbelow(2**31 - 1) + 1
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer or 'random': {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -202,6 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="coordinate with other replicas through the KopfPeering object NAME (HA: only the"
         " highest-priority replica acts); without it the operator runs standalone",
+    )
+    run.add_argument(
+        "--priority",
+        type=_priority,
+        default=0,
+        help="peering priority: the live replica with the highest acts, so replicas of one"
+        " Deployment need different ones; `random` draws one at start (default 0)",
     )
     run.add_argument("--metrics-port", type=int, default=8080, help="Prometheus /metrics port")
     run.add_argument("--liveness-port", type=int, default=8081, help="/healthz port")

@@ -16,15 +16,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from adbm_operator import kinds, kube, model, observe, specs, status, telemetry
+from adbm_operator import kinds, kube, model, observe, provisioning, specs, status, telemetry
+from adbm_operator.conditions import Verdict
+from adbm_operator.database.provision import Report
 from adbm_operator.kinds import Kind
 from adbm_operator.model import BackendService, ChildSummary
 from adbm_operator.observe import Rollout
 from adbm_operator.specs import (
     cursor,
+    dbsecrets,
     deployment,
     keda,
     labels,
+    migration,
     otel,
     pod,
     service,
@@ -99,6 +103,15 @@ class Outcome:
     """The children as rendered (with owner references): what later events are compared to."""
     secret_versions: dict[str, str] = field(default_factory=dict)
     rollouts: list[Rollout] = field(default_factory=list)
+    events: list[tuple[str, str, str]] = field(default_factory=list)
+    """(type, reason, message) of Events beyond the condition transitions (database changes)."""
+    retry_database_in: float | None = None
+    """Seconds until the next provisioning pass is due, when this one found the server
+    unusable."""
+    migration: tuple[str, bool] | None = None
+    """(name, finished) of the migration Job of the current image, as this reconcile saw it."""
+    database_passed: bool = False
+    """Whether a provisioning pass ran."""
 
 
 async def secret_versions(
@@ -154,12 +167,19 @@ async def reconcile(
     drift: bool = False,
     write: bool = True,
     known_secrets: Mapping[str, str] | None = None,
+    backoff: provisioning.Backoff | None = None,
+    periodic: bool = False,
+    database_pass: bool = True,
 ) -> Outcome:
     """Converge one BackendService and compute its status. `drift` marks a run triggered by a
     change to a child, so corrections are counted as drift; `write=False` only observes (a
     Deployment's rollout moved on, nothing of ours changed), and then `known_secrets` (the
-    versions the last reconcile read) spares reading the Secrets again."""
+    versions the last reconcile read) spares reading the Secrets again. `backoff` is this
+    object's record of unusable database servers; `periodic` marks the verification timer's
+    pass, which runs even while backing off (it is the retry); `database_pass=False` skips the
+    provisioning pass (a child's drift changes nothing in the database) and keeps its verdict."""
     started = time.perf_counter()
+    now = datetime.now(UTC).replace(microsecond=0)
     obj = model.parse(dict(body))
     previous = status.parse(body.get("status"))
     generation = int(body["metadata"].get("generation", 0))
@@ -171,6 +191,26 @@ async def reconcile(
     for shape in once:
         shape["metadata"]["ownerReferences"] = [owner_reference(body)]
     created = await _create_absent(client, once, run) if applying else {}
+    database = (
+        await _database(
+            client,
+            obj,
+            body,
+            integrations,
+            run,
+            previous,
+            backoff,
+            periodic=periodic,
+            drift=drift,
+            database_pass=database_pass or periodic,
+        )
+        if applying
+        else _Database(
+            verdict=provisioning.previous_verdict(previous),
+            image=provisioning.migrated_image(previous),
+        )
+    )
+    created.update(database.secrets)
 
     if known_secrets is not None and not write:
         versions = dict(known_secrets)
@@ -178,13 +218,22 @@ async def reconcile(
     else:
         versions, missing = await secret_versions(client, obj, created)
 
-    desired = specs.render(obj, secret_versions=versions)
+    desired, held = _render(obj, database.image, versions)
     for child in desired:
         child["metadata"]["ownerReferences"] = [owner_reference(body)]
     if applying:
         await _apply(client, desired, integrations, run, drift=drift)
         if run.temporary is None:
-            run.writes += await prune(client, obj, uid, desired, integrations)
+            run.writes += await prune(client, obj, uid, desired, integrations, keep=held)
+        if database.create_job:
+            # After the ConfigMap and Secrets its pod reads, and after the pass that created the
+            # database and the app role the migration grants to.
+            try:
+                created_job = await provisioning.ensure_job(client, obj, owner_reference(body))
+                run.writes += int(created_job)
+                run.children.append(_summary(migration.job(obj), "Applied"))
+            except kube.ApiError as exc:
+                run.failed(migration.job(obj), exc)
 
     notes: list[str] = []
     if not integrations.has(kinds.SCALED_OBJECT) and keda.queue_length_groups(obj):
@@ -199,8 +248,12 @@ async def reconcile(
         deployments[name] = await client.get(kinds.DEPLOYMENT, obj.namespace, name)
     api, *workers = [observe.rollout(deployments[name], name) for name in names]
     collector_spec = obj.spec.observability.otel_collector
-    collector = observe.collector(
-        otel.enabled(obj), otel.CONTAINER, collector_spec.image, deployments
+    # Deployments held back until a migration succeeds have no pod template to look at yet.
+    looked_at = {n: d for n, d in deployments.items() if ("apps/v1", "Deployment", n) not in held}
+    collector = (
+        observe.collector(otel.enabled(obj), otel.CONTAINER, collector_spec.image, looked_at)
+        if looked_at
+        else None
     )
 
     observation = status.Observation(
@@ -216,8 +269,16 @@ async def reconcile(
         error=run.temporary,
         max_connections=model.max_connections(obj.spec),
         unscaled=notes,
+        database=database.verdict,
+        database_status=provisioning.database_status(
+            previous,
+            image=database.image,
+            report=database.report,
+            verdict=database.verdict,
+            periodic=periodic,
+            now=now,
+        ),
     )
-    now = datetime.now(UTC).replace(microsecond=0)
     new_status = status.compute(observation, previous, now)
     result = "error" if run.temporary else "ok"
     telemetry.RECONCILES.labels(result=result).inc()
@@ -230,9 +291,156 @@ async def reconcile(
         run.writes,
         run.temporary,
         desired=desired,
-        secret_versions=versions,
+        secret_versions=_with_admin(versions, obj, database.admin_version),
         rollouts=[api, *workers],
+        events=database.events,
+        retry_database_in=database.retry_in,
+        migration=database.migration,
+        database_passed=database.report is not None,
     )
+
+
+@dataclass
+class _Database:
+    """What the database step of one reconcile found and did."""
+
+    verdict: Verdict | None
+    image: str | None
+    """The image the Deployments run: the one whose migration Job succeeded last."""
+    report: Report | None = None
+    secrets: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    events: list[tuple[str, str, str]] = field(default_factory=list)
+    retry_in: float | None = None
+    migration: tuple[str, bool] | None = None
+    create_job: bool = False
+    admin_version: str | None = None
+
+
+async def _database(
+    client: kube.Client,
+    obj: BackendService,
+    body: Mapping[str, Any],
+    integrations: Integrations,
+    run: _Writes,
+    previous: model.BackendServiceStatus | None,
+    backoff: provisioning.Backoff | None,
+    *,
+    periodic: bool,
+    drift: bool,
+    database_pass: bool,
+) -> _Database:
+    """The database step (see `provisioning`): its Secrets applied, one bounded pass unless
+    backing off, the migration Job created, and the image the Deployments may run."""
+    owner = owner_reference(body)
+    backoff = backoff if backoff is not None else provisioning.Backoff()
+    kept = provisioning.previous_verdict(previous)
+    image = provisioning.migrated_image(previous)
+    try:
+        inputs, password, new = await provisioning.read_inputs(client, obj, owner)
+    except kube.ApiError as exc:
+        run.failed(_password_shape(obj), exc)
+        return _Database(verdict=kept, image=image)
+    found: dict[str, Mapping[str, Any]] = {}
+    admin = inputs.admin_version
+    if password is not None:
+        run.writes += int(new)
+        run.children.append(_summary(password, "Applied"))
+        found[password["metadata"]["name"]] = password
+    await _apply(client, inputs.derived, integrations, run, drift=drift)
+    for secret in inputs.derived:
+        live = run.seen.get(_key(secret))
+        if live is not None:
+            found[secret["metadata"]["name"]] = live
+    if inputs.problem is not None:
+        retry_in = backoff.record(True, time.monotonic(), admin)
+        verdict = provisioning.problem_verdict(inputs.problem)
+        return _Database(
+            verdict=verdict, image=image, secrets=found, retry_in=retry_in, admin_version=admin
+        )
+
+    job_name = migration.name(obj)
+    try:
+        job = await client.get(kinds.JOB, obj.namespace, job_name)
+    except kube.ApiError as exc:
+        run.failed(migration.job(obj), exc)
+        return _Database(verdict=kept, image=image, secrets=found, admin_version=admin)
+    succeeded = migration.succeeded(job)
+    failure = provisioning.job_failure(job)
+    if succeeded:
+        image = obj.spec.image
+    state = (job_name, succeeded or failure is not None)
+    if not database_pass or (backoff.held(time.monotonic(), admin) and not periodic):
+        if job is not None:
+            run.children.append(_summary(migration.job(obj), "Applied"))
+        return _Database(
+            verdict=kept, image=image, secrets=found, migration=state, admin_version=admin
+        )
+
+    report = await provisioning.run_pass(inputs, obj, migrated=succeeded)
+    verdict = provisioning.verdict(report, job_name, failure)
+    unusable = report.observations.unreachable is not None
+    retry_in = backoff.record(unusable, time.monotonic(), admin)
+    events = []
+    event = report.event()
+    if event is not None:
+        reason, message = event
+        # Changes before isolation was ever proven complete the first provisioning (e.g. the
+        # policies of an image whose migrate does not apply them): not drift.
+        if not (previous and previous.database and previous.database.last_verified):
+            reason = "DatabaseProvisioned"
+        events.append(("Normal" if reason == "DatabaseProvisioned" else "Warning", reason, message))
+    news = kept is None or (kept.status, kept.reason) != (verdict.status, verdict.reason)
+    if report.unmanaged_policies and (news or report.changes):
+        # Said when the outcome changes, not on every pass: they are reported, never dropped.
+        names = ", ".join(report.unmanaged_policies)
+        events.append(("Warning", "UnmanagedPolicies", f"policies adbm did not create: {names}"))
+    if job is not None:
+        run.children.append(_summary(migration.job(obj), "Applied"))
+    return _Database(
+        create_job=job is None and report.observations.unreachable is None,
+        verdict=verdict,
+        image=image,
+        report=report,
+        secrets=found,
+        events=events,
+        retry_in=retry_in,
+        migration=state,
+        admin_version=admin,
+    )
+
+
+def _with_admin(
+    versions: Mapping[str, str], obj: BackendService, admin: str | None
+) -> dict[str, str]:
+    """The versions the Secret watch compares with: the pods' Secrets and the admin's (whose
+    change is reconciled too; the pods do not read it, so it is not in their checksum)."""
+    name = obj.spec.database.admin_secret_ref.name
+    return {**versions, name: admin} if admin is not None else dict(versions)
+
+
+def _password_shape(obj: BackendService) -> dict[str, Any]:
+    """The password Secret as a child summary names it, for a failure before it was read."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": dbsecrets.password_secret_name(obj)},
+    }
+
+
+def _render(
+    obj: BackendService, image: str | None, versions: Mapping[str, str]
+) -> tuple[list[dict[str, Any]], set[tuple[str, str, str]]]:
+    """The children, the Deployments running `image` (the last migrated one). With no image
+    migrated yet the Deployments are held back: not applied, and not pruned either (what runs
+    stays until a migration succeeds), returned as the second value."""
+    serving = obj
+    if image is not None and image != obj.spec.image:
+        serving = obj.model_copy(update={"spec": obj.spec.model_copy(update={"image": image})})
+    desired = specs.render(serving, secret_versions=versions)
+    if image is not None:
+        return desired, set()
+    held = {_key(c) for c in desired if c["kind"] == "Deployment"}
+    return [c for c in desired if _key(c) not in held], held
 
 
 @dataclass
@@ -336,10 +544,11 @@ async def prune(
     uid: str,
     desired: Sequence[Mapping[str, Any]],
     integrations: Integrations,
+    keep: set[tuple[str, str, str]] | None = None,
 ) -> int:
     """Delete children this object owns that the spec no longer asks for (a worker group
-    removed, the ServiceMonitor or the collector turned off)."""
-    wanted = {_key(c) for c in desired}
+    removed, the ServiceMonitor or the collector turned off); `keep` is spared as well."""
+    wanted = {_key(c) for c in desired} | (keep or set())
     deleted = 0
     for kind in kinds.APPLIED:
         if not integrations.has(kind):

@@ -23,6 +23,7 @@ from adbm_operator.model import (
     ChildSummary,
     Condition,
     ConditionStatus,
+    DatabaseStatus,
     WorkloadSummary,
 )
 from adbm_operator.observe import Collector, Monitoring, Rollout
@@ -31,6 +32,7 @@ READY = "Ready"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 RESOURCES_APPLIED = "ResourcesApplied"
+DATABASE_READY = "DatabaseReady"
 SECRETS_READY = "SecretsReady"
 DEPLOYMENTS_READY = "DeploymentsReady"
 TELEMETRY_READY = "TelemetryReady"
@@ -41,12 +43,19 @@ PAUSED = "Paused"
 TRUE, FALSE, UNKNOWN = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
 
 # The order is the order of blame: Ready names the first of these that is not True. Database
-# provisioning joins as a dependent after RESOURCES_APPLIED (the app role's Secret is its output,
-# so its own reason explains a missing Secret better than SecretsReady can): add its type there
-# and its verdict function to `_DEPENDENT_VERDICTS`, fed from a field of `Observation`.
+# provisioning comes right after RESOURCES_APPLIED: the app role's Secret is its output, so its
+# own reason explains a missing Secret better than SecretsReady can, and Deployments wait for
+# the migration of their image.
 READY_SET = ConditionSet(
     READY,
-    (RESOURCES_APPLIED, SECRETS_READY, DEPLOYMENTS_READY, TELEMETRY_READY, AUTOSCALING_READY),
+    (
+        RESOURCES_APPLIED,
+        DATABASE_READY,
+        SECRETS_READY,
+        DEPLOYMENTS_READY,
+        TELEMETRY_READY,
+        AUTOSCALING_READY,
+    ),
 )
 
 
@@ -68,6 +77,9 @@ class Observation:
     max_connections: int = 0
     unscaled: Sequence[str] = field(default_factory=tuple)
     """Autoscaling the spec asks for that cannot exist (e.g. KEDA is not installed)."""
+    database: Verdict | None = None
+    """DatabaseReady as the last provisioning pass decided it; None when none has run."""
+    database_status: DatabaseStatus | None = None
 
 
 def _resources_applied(obs: Observation) -> Verdict:
@@ -77,6 +89,12 @@ def _resources_applied(obs: Observation) -> Verdict:
     if failed:
         return Verdict(RESOURCES_APPLIED, FALSE, "ApplyFailed", "; ".join(failed))
     return Verdict(RESOURCES_APPLIED, TRUE, "Applied", "every child object is applied")
+
+
+def _database_ready(obs: Observation) -> Verdict:
+    if obs.database is None:
+        return Verdict(DATABASE_READY, UNKNOWN, "NotObserved", "no provisioning pass has run yet")
+    return obs.database
 
 
 def _secrets_ready(obs: Observation) -> Verdict:
@@ -138,6 +156,7 @@ def _autoscaling_ready(obs: Observation) -> Verdict:
 
 _DEPENDENT_VERDICTS: Mapping[str, Callable[[Observation], Verdict]] = {
     RESOURCES_APPLIED: _resources_applied,
+    DATABASE_READY: _database_ready,
     SECRETS_READY: _secrets_ready,
     DEPLOYMENTS_READY: _deployments_ready,
     TELEMETRY_READY: _telemetry_ready,
@@ -170,7 +189,7 @@ def _monitoring_ready(obs: Observation) -> Verdict:
 
 
 # Reasons a BackendService is not Ready yet for which nobody needs to act.
-_ON_THE_WAY = {"RollingOut", "Pending"}
+_ON_THE_WAY = {"RollingOut", "Pending", "Migrating", "NotObserved"}
 
 
 def _degraded(dependents: Sequence[Verdict]) -> Verdict:
@@ -250,6 +269,7 @@ def compute(
         ],
         children=list(obs.children),
         max_connections=obs.max_connections,
+        database=obs.database_status,
     )
 
 

@@ -171,12 +171,13 @@ async def update(
     table: str,
     id: uuid.UUID,
     *,
-    expected_version: int,
+    expected_version: int | None,
     changes: Mapping[str, Any],
     actor: str,
 ) -> Row:
-    """Apply `changes` if the row is still at `expected_version`; returns the new row (its
-    version bumped by one). NotFound if there is no live row, StaleVersion if the version moved.
+    """Apply `changes` if the row is still at `expected_version` (any version: None, for
+    `If-Match: *`); returns the new row (its version bumped by one). NotFound if there is no
+    live row, StaleVersion if the version moved.
 
     One statement: under concurrent writers, Postgres re-checks `version = expected` on the
     newest row version after waiting for the lock, so exactly one of them matches.

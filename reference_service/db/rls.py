@@ -14,6 +14,11 @@ permissive policy, `tenant_isolation`, for every command and every role:
   instead of seeing nothing.
 - WITH CHECK rejects writing a row for any other tenant.
 
+`plan_changes` reads the catalogs (RLS flags, policies, and optionally the app role's table
+privileges) and returns the pending changes with a summary; `apply` runs them; `converge` plans,
+applies and re-plans in one transaction under the migration lock; `verify` checks the result
+and runs a read-only canary. Policies adbm did not create are reported, never dropped.
+
 This module is shared with the operator, so it knows nothing of HTTP or of the service's settings.
 """
 
@@ -29,7 +34,13 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from reference_service.db.schema import SCHEMA, TENANT_SCOPED, check_identifier, check_setting
+from reference_service.db.schema import (
+    APP_PRIVILEGES,
+    SCHEMA,
+    TENANT_SCOPED,
+    check_identifier,
+    check_setting,
+)
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +250,161 @@ def _matches(actual: Policy | None, expected: Policy) -> bool:
     )
 
 
+@dataclass(frozen=True)
+class Change:
+    """One statement the plan needs, and what it does in words (for status and Events)."""
+
+    table: str
+    description: str
+    statement: sql.Composed
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The difference between the catalogs and the tenant policy, read before anything changes.
+
+    `unmanaged_policies` are other policies on the governed tables: adbm did not create them, so
+    they are reported (`verify` says whether one widens what the app role sees), never dropped.
+    """
+
+    changes: tuple[Change, ...] = ()
+    missing_tables: tuple[str, ...] = ()
+    unmanaged_policies: tuple[str, ...] = ()
+
+    @property
+    def up_to_date(self) -> bool:
+        return not self.changes and not self.missing_tables
+
+    def summary(self) -> str:
+        """One line of pending changes, e.g. `public.accounts: force row-level security`."""
+        parts = [f"{SCHEMA}.{t}: table does not exist" for t in self.missing_tables]
+        parts += [f"{SCHEMA}.{c.table}: {c.description}" for c in self.changes]
+        return "; ".join(parts) if parts else "no pending changes"
+
+
+_ALLOWED_PRIVILEGES = frozenset(
+    {"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER", "MAINTAIN"}
+)
+
+
+async def plan_changes(
+    conn: psycopg.AsyncConnection[Any],
+    tables: Sequence[str] = DEFAULT_TABLES,
+    tenant_setting: str = DEFAULT_TENANT_SETTING,
+    tenant_column: str = DEFAULT_TENANT_COLUMN,
+    *,
+    app_role: str | None = None,
+    app_privileges: Sequence[str] = APP_PRIVILEGES,
+) -> Plan:
+    """What `apply` would change, from the catalogs only (`pg_class`, `pg_policy`, the ACLs).
+
+    With `app_role`, the plan also makes the app role's table privileges on the governed tables
+    exactly `app_privileges`, and takes every privilege PUBLIC holds on them (a grant to PUBLIC
+    is a grant to the app role): DELETE would defeat soft deletion, TRUNCATE ignores RLS.
+    """
+    if app_role is not None:
+        check_identifier(app_role, "app role")
+    wanted = set(app_privileges)
+    if not wanted <= _ALLOWED_PRIVILEGES:
+        raise ValueError(f"unknown table privileges {sorted(wanted - _ALLOWED_PRIVILEGES)}")
+    expected = await expected_policy(conn, tenant_setting, tenant_column)
+    changes: list[Change] = []
+    missing: list[str] = []
+    unmanaged: list[str] = []
+    for state in await inspect(conn, tables):
+        if not state.exists:
+            missing.append(state.table)
+            continue
+        p = _table_plan(state.table, tenant_setting, tenant_column)
+        if not state.enabled:
+            changes.append(Change(state.table, "enable row-level security", p.enable))
+        if not state.forced:
+            changes.append(Change(state.table, "force row-level security", p.force))
+        current = state.policy(POLICY)
+        if current is None:
+            changes.append(Change(state.table, f"create policy {POLICY}", p.create_policy))
+        elif not _matches(current, expected):
+            changes.append(Change(state.table, f"drop policy {POLICY}", p.drop_policy))
+            changes.append(Change(state.table, f"recreate policy {POLICY}", p.create_policy))
+        unmanaged += [
+            f"{SCHEMA}.{state.table}: policy {other.name} (not created by adbm, left in place)"
+            for other in state.policies
+            if other.name != POLICY
+        ]
+        if app_role is not None:
+            changes += await _privilege_changes(conn, state.table, app_role, wanted)
+    return Plan(tuple(changes), tuple(missing), tuple(unmanaged))
+
+
+async def _privilege_changes(
+    conn: psycopg.AsyncConnection[Any], table: str, app_role: str, wanted: set[str]
+) -> list[Change]:
+    # Explicit ACL entries (aclexplode), grantee 0 being PUBLIC.
+    cur = await conn.execute(
+        "SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE pg_catalog.pg_get_userbyid(a.grantee) END,"
+        " a.privilege_type"
+        " FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a"
+        " WHERE c.oid = %s::regclass"
+        " AND (a.grantee = 0 OR a.grantee = (SELECT oid FROM pg_catalog.pg_roles"
+        " WHERE rolname = %s))",
+        (f"{SCHEMA}.{table}", app_role),
+    )
+    rows = await cur.fetchall()
+    held = {str(r[1]) for r in rows if r[0] is not None}
+    public = {str(r[1]) for r in rows if r[0] is None}
+    target = sql.Identifier(SCHEMA, table)
+    role = sql.Identifier(app_role)
+    changes: list[Change] = []
+    if missing := sorted(wanted - held):
+        changes.append(
+            Change(
+                table,
+                f"grant {', '.join(missing)} to {app_role}",
+                sql.SQL("GRANT {} ON TABLE {} TO {}").format(_privileges(missing), target, role),
+            )
+        )
+    if extra := sorted(held - wanted):
+        changes.append(
+            Change(
+                table,
+                f"revoke {', '.join(extra)} from {app_role}",
+                sql.SQL("REVOKE {} ON TABLE {} FROM {}").format(_privileges(extra), target, role),
+            )
+        )
+    if public:
+        changes.append(
+            Change(
+                table,
+                f"revoke {', '.join(sorted(public))} from PUBLIC",
+                sql.SQL("REVOKE {} ON TABLE {} FROM PUBLIC").format(
+                    _privileges(sorted(public)), target
+                ),
+            )
+        )
+    return changes
+
+
+def _privileges(names: Sequence[str]) -> sql.Composed:
+    # Privileges are keywords, not identifiers: only known ones are composed (checked above).
+    unknown = [n for n in names if n not in _ALLOWED_PRIVILEGES]
+    if unknown:
+        raise ValueError(f"unknown table privileges {unknown}")
+    return sql.SQL(", ").join(sql.SQL(n) for n in names)
+
+
+async def execute(conn: psycopg.AsyncConnection[Any], plan: Plan) -> list[str]:
+    """Run the plan's statements; returns their text. Refuses a plan with missing tables."""
+    if plan.missing_tables:
+        raise LookupError(f"table {SCHEMA}.{plan.missing_tables[0]} does not exist")
+    executed: list[str] = []
+    for change in plan.changes:
+        await conn.execute(change.statement)
+        text = change.statement.as_string(conn)
+        log.info("row-level security: %s", text)
+        executed.append(text)
+    return executed
+
+
 async def apply(
     conn: psycopg.AsyncConnection[Any],
     tables: Sequence[str] = DEFAULT_TABLES,
@@ -252,25 +418,58 @@ async def apply(
     database must not be locked (or have its catalog rewritten) for nothing. Run it in a
     transaction as the tables' owner or a superuser.
     """
-    expected = await expected_policy(conn, tenant_setting, tenant_column)
-    executed: list[str] = []
-    for state in await inspect(conn, tables):
-        if not state.exists:
-            raise LookupError(f"table {SCHEMA}.{state.table} does not exist")
-        p = _table_plan(state.table, tenant_setting, tenant_column)
-        needed: list[sql.Composed] = []
-        if not state.enabled:
-            needed.append(p.enable)
-        if not state.forced:
-            needed.append(p.force)
-        if not _matches(state.policy(POLICY), expected):
-            needed += [p.drop_policy, p.create_policy]
-        for statement in needed:
-            await conn.execute(statement)
-            text = statement.as_string(conn)
-            log.info("row-level security: %s", text)
-            executed.append(text)
-    return executed
+    return await execute(conn, await plan_changes(conn, tables, tenant_setting, tenant_column))
+
+
+LOCK = 0x6164_626D_6D69_6772
+"""Advisory lock key of everything that changes a database's schema or policies: the same key
+as `migrate.MIGRATION_LOCK`, so a converge never interleaves with a migration."""
+
+
+@dataclass(frozen=True)
+class Convergence:
+    """One converge: the plan read first, what was run, and the plan re-read afterwards."""
+
+    before: Plan
+    executed: tuple[str, ...]
+    after: Plan
+
+
+async def converge(
+    conn: psycopg.AsyncConnection[Any],
+    tables: Sequence[str] = DEFAULT_TABLES,
+    tenant_setting: str = DEFAULT_TENANT_SETTING,
+    tenant_column: str = DEFAULT_TENANT_COLUMN,
+    *,
+    app_role: str | None = None,
+    app_privileges: Sequence[str] = APP_PRIVILEGES,
+) -> Convergence:
+    """Plan, apply and re-plan in one transaction, under the migration lock.
+
+    Concurrent convergers (two operator replicas, or the operator and a migration Job) queue on
+    the lock, so the second plans after the first committed and finds nothing to do. With
+    missing tables nothing is applied (the schema is not migrated yet). `after` must be up to
+    date; if it is not, something the plan does not model interferes, and the caller reports it.
+    """
+    async with conn.transaction():
+        await conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(%s)", (LOCK,))
+
+        async def read() -> Plan:
+            return await plan_changes(
+                conn,
+                tables,
+                tenant_setting,
+                tenant_column,
+                app_role=app_role,
+                app_privileges=app_privileges,
+            )
+
+        before = await read()
+        if before.missing_tables:
+            return Convergence(before, (), before)
+        executed = await execute(conn, before)
+        after = await read() if executed else before
+    return Convergence(before, tuple(executed), after)
 
 
 async def verify(

@@ -8,11 +8,19 @@ from datetime import datetime
 from typing import Annotated, Any, Final, Generic, TypeVar
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from reference_service.db import repository
 from reference_service.db.pool import Connection, Database
 from reference_service.db.repository import Key
+from reference_service.domain.currencies import iso_4217
 
 # Postgres bigint: larger values would pass validation and then fail in the database as a 500.
 INT64_MAX: Final = 2**63 - 1
@@ -21,7 +29,9 @@ INT64_MAX: Final = 2**63 - 1
 # newlines or escape sequences in a display name only break the screens and logs showing it.
 Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]
 Currency = Annotated[
-    str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code, e.g. EUR.", examples=["EUR"])
+    str,
+    Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code, e.g. EUR.", examples=["EUR"]),
+    AfterValidator(iso_4217),
 ]
 Sku = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$", examples=["TSHIRT-M-BLUE"])]
 MinorUnits = Annotated[
@@ -119,7 +129,7 @@ class Table(Generic[M]):
         row_id: UUID,
         data: Changes,
         *,
-        expected_version: int,
+        expected_version: int | None,
         actor: str,
     ) -> M:
         row = await repository.update(

@@ -4,16 +4,23 @@ Only the SHA-256 of a key is stored and compared. The lookup (`db.admin.authenti
 with no tenant set, through `adbm_authenticate`, a SECURITY DEFINER function: the app role
 cannot read `api_keys` across tenants (RLS), yet must find a key's tenant before it knows any
 tenant. It is one pipelined round trip; a value that is not shaped like a key costs none.
+
+Answers are cached in the process for `keycache.KEY_CACHE_SECONDS` (a revoked key is refused
+within that bound). Failed authentications count against the client address's
+`unauthenticated` rate limit, which is consulted before a lookup (`ratelimit`), so wrong keys
+are refused with 429s before they cost lookups.
 """
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from reference_service.db.admin import Principal, authenticate
+from reference_service.http import ratelimit
+from reference_service.http.keycache import Unknown
 from reference_service.http.problems import UNAUTHORIZED, Problem
 from reference_service.http.state import Svc
 from reference_service.observability.access import bind_tenant
@@ -30,15 +37,33 @@ def _refused(detail: str) -> Problem:
 
 
 async def current_principal(
-    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    request: Request,
+    response: Response,
     svc: Svc,
 ) -> Principal:
-    """FastAPI dependency: who is calling (every query then runs as its tenant), or a 401."""
-    if credentials is None:
-        raise _refused("Send an API key as `Authorization: Bearer <key>`.")
-    principal = await authenticate(svc.database, credentials.credentials)
+    """FastAPI dependency: who is calling (every query then runs as its tenant), a 401, or a
+    429 when this address sent too many requests without a valid key."""
+    key = None if credentials is None else credentials.credentials
+    cached = None if key is None else svc.key_cache.get(key)
+    if cached is not None and not isinstance(cached, Unknown):
+        bind_tenant(request.scope, str(cached.tenant_id))
+        return cached
+    limiter = svc.rate_limiter
+    if key is None or cached is not None:
+        # No key, or one known to be bad: a failure now, charged as one.
+        await ratelimit.enforce_unauthenticated(limiter, request, response)
+        raise _refused(
+            "Send an API key as `Authorization: Bearer <key>`."
+            if key is None
+            else "The API key is not valid."
+        )
+    # An address that used up its failures is refused before the lookup costs anything.
+    await ratelimit.enforce_unauthenticated(limiter, request, response, charge=False)
+    principal = await authenticate(svc.database, key)
+    svc.key_cache.put(key, principal)
     if principal is None:
+        await ratelimit.enforce_unauthenticated(limiter, request, response)
         # The same answer for a malformed, unknown or revoked key: nothing to probe for.
         raise _refused("The API key is not valid.")
     bind_tenant(request.scope, str(principal.tenant_id))

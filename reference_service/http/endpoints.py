@@ -27,6 +27,8 @@ from fastapi.responses import JSONResponse
 from reference_service.domain.common import Operation, ResourceSpec
 from reference_service.http import guards, idempotency, problems
 from reference_service.http.auth import CurrentPrincipal, actor
+from reference_service.http.head import head_of
+from reference_service.http.jsonbody import JsonBodyRoute
 from reference_service.http.pagination import CursorParam, Limit, Page, page_response
 from reference_service.http.preconditions import (
     IF_MATCH_REQUIRED,
@@ -56,10 +58,15 @@ IDEMPOTENT_WRITE: Final = (
 )
 # The problems of each operation beyond those of every operation, idempotency and conflicts.
 _OWN_PROBLEMS: Final[dict[Operation, tuple[ProblemType, ...]]] = {
-    Operation.CREATE: (),
+    Operation.CREATE: (problems.UNSUPPORTED_MEDIA_TYPE,),
     Operation.LIST: (problems.INVALID_CURSOR,),
     Operation.GET: (problems.NOT_FOUND,),
-    Operation.CHANGE: (problems.NOT_FOUND, PRECONDITION_FAILED, PRECONDITION_REQUIRED),
+    Operation.CHANGE: (
+        problems.NOT_FOUND,
+        problems.UNSUPPORTED_MEDIA_TYPE,
+        PRECONDITION_FAILED,
+        PRECONDITION_REQUIRED,
+    ),
     Operation.DELETE: (problems.NOT_FOUND, PRECONDITION_FAILED),
 }
 
@@ -212,9 +219,11 @@ def add_resource(router: APIRouter, spec: ResourceSpec[Any], version: Representa
         if operation in spec.idempotent:
             dependencies.append(guards.IDEMPOTENT)
         headers = _headers(spec, operation)
+        path = f"/{spec.name}" + below.format(item=spec.item)
+        handler = make(spec, version)
         router.add_api_route(
-            f"/{spec.name}" + below.format(item=spec.item),
-            make(spec, version),
+            path,
+            handler,
             methods=[method],
             status_code=status,
             name=name.format(item=spec.item, name=spec.name),
@@ -224,11 +233,21 @@ def add_resource(router: APIRouter, spec: ResourceSpec[Any], version: Representa
             tags=[spec.name],
             openapi_extra={"parameters": headers} if headers else None,
         )
+        if method == "GET":
+            router.add_api_route(
+                path,
+                head_of(handler),
+                methods=["HEAD"],
+                status_code=status,
+                name="head_" + name.format(item=spec.item, name=spec.name),
+                dependencies=dependencies,
+                include_in_schema=False,
+            )
 
 
 def version_router(version: Representation, resources: Iterable[ResourceSpec[Any]]) -> APIRouter:
     """Every route of one API version."""
-    router = APIRouter(prefix=version.prefix)
+    router = APIRouter(prefix=version.prefix, route_class=JsonBodyRoute)
     for spec in resources:
         add_resource(router, spec, version)
     return router

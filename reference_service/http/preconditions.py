@@ -49,16 +49,24 @@ def _parse_etag(value: str) -> int:
     return int(match[1])
 
 
-def required_version(if_match: str | None) -> int:
-    """The version `If-Match` names, where a write must name one."""
+def required_version(if_match: str | None) -> int | None:
+    """The version `If-Match` names where a write must be conditional, or None for `*`.
+
+    `If-Match: *` is true whenever the resource has a current representation (RFC 9110
+    section 13.1.1), and a request carrying it is a conditional request (RFC 9110 section
+    13.1), which is all RFC 6585 section 3 lets a 428 demand; so `*` satisfies the requirement,
+    and the change applies to whatever version is current if the resource exists (404 if not,
+    as RFC 9110 section 13.2.1 ignores preconditions when the answer without them would not
+    be a 2xx). A client sending `*` has explicitly chosen last-writer-wins.
+    """
     value = None if if_match is None else if_match.strip()
-    # `*` names no version, so it cannot stand in for one.
-    if value is None or value == "*":
+    if value is None or value == "":
         raise Problem(
             PRECONDITION_REQUIRED,
-            'Send If-Match with the ETag of your last read, e.g. If-Match: "3".',
+            'Send If-Match with the ETag of your last read, e.g. If-Match: "3" '
+            "(or If-Match: * to change whatever version is current).",
         )
-    return _parse_etag(value)
+    return None if value == "*" else _parse_etag(value)
 
 
 def optional_version(if_match: str | None) -> int | None:

@@ -89,6 +89,13 @@ METHOD_NOT_ALLOWED: Final = ProblemType(
     405,
     "The route exists but not with this method; the `Allow` header lists the methods it has.",
 )
+GONE: Final = ProblemType(
+    "gone",
+    "API version retired",
+    410,
+    "This API version is past its sunset date and no longer served; the `Link` header with "
+    '`rel="successor-version"` names the version to use instead.',
+)
 CONFLICT: Final = ProblemType(
     "conflict",
     "Conflict",
@@ -128,6 +135,13 @@ PAYLOAD_TOO_LARGE: Final = ProblemType(
     413,
     "The request body is larger than the service accepts (`ADBM_MAX_BODY_BYTES`).",
 )
+UNSUPPORTED_MEDIA_TYPE: Final = ProblemType(
+    "unsupported-media-type",
+    "Unsupported media type",
+    415,
+    "The body is not `application/json`; `Accept-Post` or `Accept-Patch` names what the route "
+    "takes.",
+)
 RATE_LIMITED: Final = ProblemType(
     "rate-limited",
     "Too many requests",
@@ -165,12 +179,14 @@ REGISTRY: Final[Mapping[str, ProblemType]] = {
         UNAUTHORIZED,
         NOT_FOUND,
         METHOD_NOT_ALLOWED,
+        GONE,
         CONFLICT,
         PRECONDITION_FAILED,
         PRECONDITION_REQUIRED,
         INTERNAL_ERROR,
         SERVICE_UNAVAILABLE,
         PAYLOAD_TOO_LARGE,
+        UNSUPPORTED_MEDIA_TYPE,
         RATE_LIMITED,
         IDEMPOTENCY_KEY_REQUIRED,
         IDEMPOTENCY_IN_FLIGHT,

@@ -4,6 +4,7 @@
 -- ARGV[1]  algorithm: "GCRA" or "TokenBucket"
 -- ARGV[2]  emission interval in microseconds (period / requests): one request's worth of time
 -- ARGV[3]  burst: requests admitted back to back from a full bucket
+-- ARGV[4]  "1" to only look: decide as if the request were charged, write nothing
 --
 -- Returns {allowed (1|0), remaining, reset_us, retry_after_us}:
 --   remaining       requests still admitted right now after this decision
@@ -20,6 +21,7 @@ local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
 local interval = tonumber(ARGV[2])
 local burst = tonumber(ARGV[3])
 local capacity = interval * burst
+local peek = ARGV[4] == '1'
 
 if ARGV[1] == 'GCRA' then
   -- TAT (theoretical arrival time): when the bucket would be full again if nothing else came.
@@ -35,8 +37,8 @@ if ARGV[1] == 'GCRA' then
   end
   -- The key lives exactly as long as it carries information: once TAT has passed, a missing
   -- key and a stored one mean the same full bucket.
-  redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX',
-    math.ceil((new_tat - now) / 1000) + 1)
+  if not peek then redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX',
+    math.ceil((new_tat - now) / 1000) + 1) end
   local remaining = math.floor((now - allow_at) / interval)
   local retry = 0
   if remaining < 1 then
@@ -62,7 +64,7 @@ if tokens >= 1 then
   allowed = 1
 end
 local reset = math.ceil((burst - tokens) * interval)
-if allowed == 1 then
+if allowed == 1 and not peek then
   redis.call('HSET', KEYS[1], 'tokens', string.format('%.6f', tokens),
     'ts', string.format('%.0f', now))
   redis.call('PEXPIRE', KEYS[1], math.ceil(reset / 1000) + 1)

@@ -19,6 +19,18 @@ it) and has its own bucket, named `"<METHOD> <path>"` (`method` as written in th
 The scope is the principal's tenant (`scope: Tenant`) or API key (`scope: ApiKey`); routes
 without authentication are limited per client IP.
 
+Requests without a valid key
+----------------------------
+Requests to authenticated routes that fail authentication count against the `unauthenticated`
+quota of their client address (bucket `unauthenticated`, scope `ip:<address>`). A request with
+no key, or a key the process's key cache (`keycache`) knows to be bad, is charged at once (one
+Redis round trip) and refused with a 429 once the quota is used up. A key the cache does not
+know costs one look at that bucket first (nothing counted) and is refused with a 429 before its
+lookup if the address has used up its quota; a lookup that fails is then charged. So wrong keys
+cannot make the database work faster than that quota, valid keys never use it up, a valid key
+seen in the last `KEY_CACHE_SECONDS` goes straight to its tenant's bucket (one Redis round trip
+per request), and another address's failures never touch a caller's buckets.
+
 Response headers (draft-ietf-httpapi-ratelimit-headers, structured fields, RFC 9651)
 -----------------------------------------------------------------------------------
 Every response of a rate-limited route carries, for the quota that applied::
@@ -37,8 +49,12 @@ seconds, rounded up, at least 1).
 
 When Redis is unavailable
 -------------------------
-A Redis error, or no answer within `timeout_seconds` (50 ms by default), decides by
-`on_redis_unavailable`:
+A Redis error, or no answer within `timeout_seconds` (50 ms by default) of time Redis had to
+answer, decides by `on_redis_unavailable`. The deadline measures Redis, not the event loop:
+time the loop spent running other requests' work while the reply may already have been queued
+does not count, and a reply already queued at the deadline is still read (see
+`RateLimiter._redis_in_time`), up to `patience_seconds` (2 s) in all, so a saturated but
+healthy service does not take this path:
 
 - `FailOpen`: a GCRA bucket in this process's memory with the same quota decides instead. It
   is per process: with N replicas (times workers) the effective limit is up to N times the
@@ -110,6 +126,11 @@ _REDIS_RETRY_SECONDS: Final = 0.25
 # Local buckets are pruned once there are this many, dropping those that are full again
 # (which hold no information), so a flood of distinct scopes cannot grow memory without bound.
 _LOCAL_PRUNE_AT: Final = 10_000
+# The shortest wait of one round of `_redis_in_time`: below it, rounds would be mostly overhead.
+_MIN_ROUND_SECONDS: Final = 0.001
+# Turns of the event loop granted at the deadline to a reply that has arrived but is queued
+# behind other work: reading it and finishing the call take one turn each.
+_QUEUED_REPLY_TURNS: Final = 3
 
 Source = Literal["redis", "local", "unavailable"]
 
@@ -187,7 +208,7 @@ class _LocalBuckets:
     def __init__(self) -> None:
         self._tat: dict[str, float] = {}
 
-    def check(self, key: str, limited: LimitedQuota) -> Decision:
+    def check(self, key: str, limited: LimitedQuota, charge: bool = True) -> Decision:
         now = time.monotonic()
         interval = limited.quota.period_seconds / limited.quota.requests
         capacity = interval * limited.quota.burst
@@ -198,7 +219,8 @@ class _LocalBuckets:
             return Decision(False, limited, 0, tat - now, allow_at - now, "local")
         if len(self._tat) >= _LOCAL_PRUNE_AT:
             self._tat = {k: v for k, v in self._tat.items() if v > now}
-        self._tat[key] = new_tat
+        if charge:
+            self._tat[key] = new_tat
         remaining = math.floor((now - allow_at) / interval + 1e-9)
         retry = 0.0 if remaining >= 1 else new_tat + interval - capacity - now
         return Decision(True, limited, remaining, new_tat - now, retry, "local")
@@ -213,12 +235,15 @@ class RateLimiter:
         policy: RateLimitPolicy,
         key_prefix: str,
         timeout_seconds: float = 0.05,
+        patience_seconds: float = 2.0,
     ) -> None:
         self._redis = redis_client
         self._policy = policy
         self._prefix = f"{key_prefix}ratelimit:"
         self._timeout = timeout_seconds
+        self._patience = max(timeout_seconds, patience_seconds)
         self._default = LimitedQuota("default", policy.default)
+        self._unauthenticated = LimitedQuota("unauthenticated", policy.unauthenticated)
         self._routes: dict[tuple[str, str], LimitedQuota] = {}
         for route in policy.routes:
             quota = Quota(
@@ -230,13 +255,18 @@ class RateLimiter:
             )
         self._local = _LocalBuckets()
         self._redis_skip_until = 0.0
+        # Decisions not taken by Redis (local bucket or 503), for tests and metrics: a healthy
+        # but saturated service must keep this at 0.
+        self.fallbacks = 0
 
     @property
     def policy(self) -> RateLimitPolicy:
         return self._policy
 
     def quota_for(self, method: str, route_template: str) -> LimitedQuota:
-        """The quota for a route: exact method, then `*`, then the default."""
+        """The quota for a route: exact method, then `*`, then the default. HEAD is a GET
+        without the content, so it shares GET's quota."""
+        method = "GET" if method == "HEAD" else method
         return (
             self._routes.get((method.upper(), route_template))
             or self._routes.get(("*", route_template))
@@ -244,18 +274,28 @@ class RateLimiter:
         )
 
     async def check(self, scope_id: str, method: str, route_template: str) -> Decision:
-        limited = self.quota_for(method, route_template)
+        return await self._decide(scope_id, self.quota_for(method, route_template))
+
+    async def check_unauthenticated(self, scope_id: str, *, charge: bool = True) -> Decision:
+        """The decision for a request without a valid key; with `charge=False` only whether
+        one would be admitted, with nothing counted (before a key's lookup, which is charged
+        only if it fails)."""
+        return await self._decide(scope_id, self._unauthenticated, charge=charge)
+
+    async def _decide(
+        self, scope_id: str, limited: LimitedQuota, *, charge: bool = True
+    ) -> Decision:
         key = f"{self._prefix}{limited.name}:{scope_id}"
         if time.monotonic() >= self._redis_skip_until:
             try:
-                async with asyncio.timeout(self._timeout):
-                    reply = await self._eval(key, limited)
+                reply = await self._redis_in_time(key, limited, charge)
             except (RedisError, OSError, TimeoutError) as exc:
                 # TimeoutError covers both our deadline and the client's socket timeout.
                 self._redis_skip_until = time.monotonic() + _REDIS_RETRY_SECONDS
                 log.warning(
-                    "rate limiter: Redis unavailable (%s); %s for %.1f s",
+                    "rate limiter: Redis unavailable (%s: %s); %s for %g s",
                     type(exc).__name__,
+                    exc,
                     self._policy.on_redis_unavailable,
                     _REDIS_RETRY_SECONDS,
                 )
@@ -264,22 +304,65 @@ class RateLimiter:
                 return Decision(
                     bool(allowed), limited, remaining, reset_us / 1e6, retry_us / 1e6, "redis"
                 )
+        self.fallbacks += 1
         if self._policy.on_redis_unavailable == "FailOpen":
-            return self._local.check(key, limited)
+            return self._local.check(key, limited, charge)
         return Decision(False, limited, 0, 0.0, _REDIS_RETRY_SECONDS, "unavailable")
 
-    async def _eval(self, key: str, limited: LimitedQuota) -> list[Any]:
-        with client_span("redis ratelimit", _SPAN):
-            return await self._eval_script(key, limited)
+    async def _redis_in_time(self, key: str, limited: LimitedQuota, charge: bool) -> list[Any]:
+        """The script's reply, or TimeoutError once Redis itself has had `timeout` to answer.
 
-    async def _eval_script(self, key: str, limited: LimitedQuota) -> list[Any]:
-        args = (self._policy.algorithm, limited.interval_us, limited.quota.burst)
+        The deadline must measure Redis, not the event loop: on a saturated loop a reply that
+        arrived in a millisecond waits behind other requests' work before this coroutine runs
+        again, and a plain `asyncio.timeout` would call a healthy Redis unavailable. So the
+        wait is split into rounds, and of each round only the part the loop was free to notice
+        a reply counts: a wake-up that comes late by `lateness` means the loop was busy with
+        other work for that long, and a reply that came meanwhile was queued, not missing.
+        `asyncio.wait` never cancels the call, and at the deadline a few more turns of the loop
+        let a reply that is already queued be read. A loop that stays saturated is given up to
+        `patience` in all.
+        """
+        loop = asyncio.get_running_loop()
+        call = asyncio.ensure_future(self._eval(key, limited, charge))
+        budget = self._timeout
+        give_up_at = loop.time() + self._patience
         try:
-            reply: list[Any] = await self._redis.evalsha(SCRIPT_SHA, 1, key, *args)
-        except NoScriptError:
-            # A restarted or flushed Redis forgot the script: load it once, then go on by hash.
-            await self._redis.script_load(SCRIPT)
-            reply = await self._redis.evalsha(SCRIPT_SHA, 1, key, *args)
+            while True:
+                asked = max(budget, _MIN_ROUND_SECONDS)
+                started = loop.time()
+                done, _ = await asyncio.wait((call,), timeout=asked)
+                if done:
+                    return call.result()
+                now = loop.time()
+                lateness = now - started - asked
+                budget -= max(0.0, asked - max(0.0, lateness))
+                if budget <= 0 or now >= give_up_at:
+                    # A reply already in the socket is read within a turn or two of the loop,
+                    # however busy: give it those turns before calling Redis unavailable.
+                    for _ in range(_QUEUED_REPLY_TURNS):
+                        await asyncio.sleep(0)
+                        if call.done():
+                            return call.result()
+                    raise TimeoutError("Redis did not answer within the rate limiter's deadline")
+        finally:
+            if not call.done():
+                call.cancel()
+
+    async def _eval(self, key: str, limited: LimitedQuota, charge: bool = True) -> list[Any]:
+        args = (
+            self._policy.algorithm,
+            limited.interval_us,
+            limited.quota.burst,
+            "0" if charge else "1",
+        )
+        with client_span("redis ratelimit", _SPAN):
+            try:
+                reply: list[Any] = await self._redis.evalsha(SCRIPT_SHA, 1, key, *args)
+            except NoScriptError:
+                # A restarted or flushed Redis forgot the script: load it once, then go on by
+                # hash.
+                await self._redis.script_load(SCRIPT)
+                reply = await self._redis.evalsha(SCRIPT_SHA, 1, key, *args)
         return reply
 
 
@@ -290,9 +373,29 @@ async def enforce(
     route = request.scope.get("route")
     template: str = getattr(route, "path", request.url.path)
     decision = await limiter.check(scope_id, request.method, template)
+    _count(decision)
+    return admit(request, response, decision)
+
+
+def _count(decision: Decision) -> None:
     metrics.RATE_LIMIT_DECISIONS.labels(
         "admitted" if decision.allowed else "limited", decision.source
     ).inc()
+
+
+async def enforce_unauthenticated(
+    limiter: RateLimiter, request: Request, response: Response, *, charge: bool = True
+) -> Decision:
+    """Admit a request without a valid key (none, unknown or revoked) from this client address,
+    or raise the refusal; `charge=False` (before a key's lookup) counts nothing."""
+    decision = await limiter.check_unauthenticated(client_scope(request), charge=charge)
+    if charge:  # a look that counts nothing is no decision either
+        _count(decision)
+    return admit(request, response, decision)
+
+
+def admit(request: Request, response: Response, decision: Decision) -> Decision:
+    """Raise the refusal, or keep the decision's headers for the response."""
     if not decision.allowed:
         raise decision.problem()
     # Routes that return their own Response drop an injected one's headers, and an error

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from typing import Annotated, Final
 
 from fastapi import Depends, Request
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from reference_service.config import Settings
 from reference_service.db.pool import Database
 from reference_service.http.idempotency import Idempotency
+from reference_service.http.keycache import KeyCache
 from reference_service.http.pagination import CursorCodec
 from reference_service.http.ratelimit import RateLimiter
 from reference_service.observability import metrics
@@ -25,6 +26,25 @@ from reference_service.observability import metrics
 # Redis answers in well under a millisecond when healthy; a request must not hang on it when it
 # is not. The rate limiter and idempotency decide what a timeout means for them.
 REDIS_TIMEOUT_SECONDS: Final = 0.5
+# Connections to Redis per process. More concurrent requests than this wait for a free one
+# (within the timeout) instead of failing: a busy service is not a Redis outage.
+REDIS_MAX_CONNECTIONS: Final = 100
+
+
+def redis_client(url: str) -> Redis:
+    """The app's Redis client: a bounded pool that makes a request wait for a free connection.
+
+    redis-py's default pool raises `MaxConnectionsError` at its 100th concurrent command,
+    which the rate limiter would have to treat as Redis being unavailable.
+    """
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=REDIS_MAX_CONNECTIONS,
+        timeout=REDIS_TIMEOUT_SECONDS,
+        socket_timeout=REDIS_TIMEOUT_SECONDS,
+        socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+    )
+    return Redis.from_pool(pool)
 
 
 @dataclass(frozen=True)
@@ -35,6 +55,7 @@ class Services:
     rate_limiter: RateLimiter
     idempotency: Idempotency
     cursors: CursorCodec
+    key_cache: KeyCache
 
 
 @asynccontextmanager
@@ -46,11 +67,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     await database.open(wait=False)
     # Read at scrape time; the collector holds it weakly, so a closed app's pool drops out.
     metrics.POOLS.watch(database)
-    redis = Redis.from_url(
-        settings.redis_url.get_secret_value(),
-        socket_timeout=REDIS_TIMEOUT_SECONDS,
-        socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-    )
+    redis = redis_client(settings.redis_url.get_secret_value())
     try:
         yield Services(
             settings=settings,
@@ -61,6 +78,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 redis, settings.redis_key_prefix, settings.policy.idempotency.ttl_seconds
             ),
             cursors=CursorCodec(settings.cursor_secret.get_secret_value().encode()),
+            key_cache=KeyCache(),
         )
     finally:
         await redis.aclose()

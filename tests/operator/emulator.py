@@ -25,7 +25,9 @@ then call `register_standard_resources(kmock)` before the operator starts. On to
 - `labelSelector` (equality, existence, `in`, `notin`) on LIST and WATCH;
 - requests to unregistered resources answer 404; creating a CustomResourceDefinition registers its
   served versions (and marks it Established), deleting it unregisters them;
-- counters: `requests_by_verb`, `writes`, `changes`, `changelog`, `resource_version`.
+- counters: `requests_by_verb`, `writes`, `changes`, `changelog`, `resource_version`;
+- `api_calls`: every request that carried credentials (the operator's; a test's own client sends
+  none), as RBAC authorizes it (`ApiCall`), for tests/operator/test_rbac.py.
 
 Unlike kmock's own emulator, a test's reaction that answers a write (`kmock[...] << 503`) leaves
 the store untouched, and no connection is kept alive (see `__call__`).
@@ -116,6 +118,41 @@ class KubernetesInvalidError(kmock.KubernetesError):
 
     status: int = 422
     reason: str = "Invalid"
+
+
+class ApiCall(NamedTuple):
+    """A request as the API server's RBAC authorizer sees it (apiserver's RequestInfo): the verb,
+    API group, resource, subresource, and the namespace (None when cluster-wide or for a
+    cluster-scoped resource); a non-resource request (discovery) has only `path`."""
+
+    verb: str
+    group: str = ""
+    resource: str = ""
+    subresource: str = ""
+    namespace: str | None = None
+    path: str = ""
+
+
+def api_call(request: kmock.Request) -> ApiCall:
+    """The RBAC attributes of a request, by the rules of apiserver's requestinfo.go: GET is `get`,
+    or `list` without a name, or `watch` with `?watch=true|1`; DELETE without a name is
+    `deletecollection`; POST `create`, PUT `update`, PATCH (apply too) `patch`."""
+    method = str(request.method.value)
+    if request.resource is None or not request.resource.plural:
+        return ApiCall(verb=method.lower(), path=request.url.path)
+    verb = {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(method, "")
+    if method in {"GET", "HEAD"}:
+        watch = request.params.get("watch", "").lower() in {"true", "1"}
+        verb = "watch" if watch else "get" if request.name else "list"
+    elif method == "DELETE":
+        verb = "delete" if request.name else "deletecollection"
+    return ApiCall(
+        verb,
+        request.resource.group or "",
+        request.resource.plural or "",
+        request.subresource or "",
+        request.namespace,
+    )
 
 
 class Change(NamedTuple):
@@ -210,6 +247,7 @@ class AdbmEmulator(kmock.KubernetesEmulator):
     )
     # Every actual state change, in order; a watch stream is a filtered view of this log.
     changelog: list[Change] = attrs.field(factory=list, init=False)
+    api_calls: set[ApiCall] = attrs.field(factory=set, init=False)
     _cond: asyncio.Condition = attrs.field(init=False)
     # The last config applied per (uid, subresource, field manager): our stand-in for managedFields.
     _applied: dict[tuple[str, str, str], dict[str, Any]] = attrs.field(factory=dict, init=False)
@@ -246,6 +284,9 @@ class AdbmEmulator(kmock.KubernetesEmulator):
 
     async def _handle(self, request: kmock.Request) -> Any:
         method = str(request.method.value)
+        credentials = any(k.lower() == "authorization" for k in request.headers)
+        if credentials:
+            self.api_calls.add(api_call(request))
         if request.resource is not None and method in {"POST", "PUT", "PATCH", "DELETE"}:
             verb = {"POST": "create", "PUT": "update", "DELETE": "delete"}.get(method)
             verb = verb or ("apply" if content_type(request) == APPLY else "patch")
@@ -255,7 +296,11 @@ class AdbmEmulator(kmock.KubernetesEmulator):
         # Skip KubernetesEmulator._handle: it changes the store before any reaction runs. Here the
         # fallbacks below do the writes, so a test's reaction that answers a write (an injected
         # error, say) leaves the store untouched, as a real failed request would.
-        return await super(kmock.KubernetesEmulator, self)._handle(request)
+        response = await super(kmock.KubernetesEmulator, self)._handle(request)
+        if credentials and getattr(response, "status", None) == 201 and method == "PATCH":
+            # An apply that creates is authorized as a `create` too (apiserver's patch.go).
+            self.api_calls.add(api_call(request)._replace(verb="create"))
+        return response
 
     def _get_resources(self) -> list[kmock.resource]:
         # Discovery lists what is registered, not whatever objects happen to be stored.

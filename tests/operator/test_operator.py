@@ -2,8 +2,10 @@
 optional CRDs, pruning, deletion, and the promise that an unchanged object costs no writes.
 
 Kopf runs in the test's event loop with the product's own registry, settings and login (through
-a kubeconfig that points at the emulator); the test plays the Deployment controller by writing
-Deployment status, as kube-controller-manager would.
+a kubeconfig that points at the emulator); the test plays the Deployment and Job controllers by
+writing their status, as kube-controller-manager would. The database is the real PostgreSQL:
+each test gets its own database and app role (random names, dropped afterwards), and the admin
+Secret a platform team would provide; the operator provisions the rest.
 """
 
 from __future__ import annotations
@@ -16,21 +18,28 @@ import json
 import re
 import socket
 import sys
+import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import kmock as kmock_lib
 import kopf
+import psycopg
 import pytest
 import yaml
 from prometheus_client import REGISTRY
+from psycopg import sql
 
 from adbm_operator import model, specs
 from adbm_operator.handlers import lifecycle, registry, runtime
+from adbm_operator.specs import migration
+from reference_service.db.migrate import migrate
 from tests.operator.emulator import AdbmEmulator, register_standard_resources, vendored_crd
 from tests.operator.specs.support import example_body
+from tests.reference_service.conftest import SERVER_URL, conninfo
 
 NS = "shop"
 BACKENDS = f"/apis/adbm.io/v1alpha1/namespaces/{NS}/backendservices"
@@ -42,6 +51,8 @@ RESOURCES = {
     "Secret": "v1/secrets",
     "Service": "v1/services",
     "Deployment": "apps/v1/deployments",
+    "Job": "batch/v1/jobs",
+    "Event": "v1/events",
     "HorizontalPodAutoscaler": "autoscaling/v2/horizontalpodautoscalers",
     "PodDisruptionBudget": "policy/v1/poddisruptionbudgets",
     "NetworkPolicy": "networking.k8s.io/v1/networkpolicies",
@@ -96,8 +107,49 @@ async def until(check: Callable[[], Any], *, timeout: float = 10, what: str = "c
             await asyncio.sleep(0.02)
 
 
+ADMIN_SECRET = "shop-db-superuser"
+# The Secrets the operator derives for the database and applies with the other children.
+DATABASE_SECRETS = ("shop-db-app", "shop-db-migrate")
+
+
+@dataclass(frozen=True)
+class Names:
+    database: str
+    role: str
+
+
+_names: Names | None = None
+
+
+@pytest.fixture(autouse=True)
+async def database_names() -> AsyncIterator[Names]:
+    """This test's database and app role on the real server, whatever the operator or the test
+    left of them dropped afterwards."""
+    global _names
+    suffix = uuid.uuid4().hex[:12]
+    names = Names(database=f"adbm_e2e_{suffix}", role=f"adbm_e2e_app_{suffix}")
+    _names = names
+    try:
+        yield names
+    finally:
+        _names = None
+        async with await psycopg.AsyncConnection.connect(SERVER_URL, autocommit=True) as conn:
+            await conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    sql.Identifier(names.database)
+                )
+            )
+            await conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(names.role)))
+
+
+def names() -> Names:
+    assert _names is not None, "the database_names fixture sets them"
+    return _names
+
+
 def backend(**spec_changes: Any) -> dict[str, Any]:
     body = copy.deepcopy(example_body("minimal"))
+    body["spec"]["database"].update(name=names().database, appRole=names().role)
     body["spec"]["queue"] = {
         "secretRef": {"name": "shop-rabbitmq"},
         "workers": [{"name": "orders", "queues": ["orders.place"], "replicas": 1}],
@@ -106,12 +158,44 @@ def backend(**spec_changes: Any) -> dict[str, Any]:
     return body
 
 
-async def create_secrets(cluster: AdbmEmulator) -> None:
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+async def create_secrets(cluster: AdbmEmulator, admin_url: str = SERVER_URL) -> None:
+    """What a platform team provides: the database admin's, Redis' and RabbitMQ's Secrets."""
     namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}
     await call(cluster, "POST", "/api/v1/namespaces", namespace)
-    for name in ("shop-db-app", "shop-redis", "shop-rabbitmq"):
+    admin = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": ADMIN_SECRET}}
+    await call(cluster, "POST", url("Secret"), {**admin, "data": {"uri": b64(admin_url)}})
+    for name in ("shop-redis", "shop-rabbitmq"):
         secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}}
         await call(cluster, "POST", url("Secret"), {**secret, "data": {"uri": "eA=="}})
+
+
+async def mark_job(cluster: AdbmEmulator, name: str, outcome: str = "Complete") -> None:
+    """Play the Job controller: the Job finished (`Complete`) or gave up (`Failed`)."""
+    counts = {"succeeded": 1} if outcome == "Complete" else {"failed": migration.BACKOFF_LIMIT + 1}
+    condition = {"type": outcome, "status": "True", "reason": outcome, "message": outcome}
+    await call(
+        cluster,
+        "PATCH",
+        url("Job", name) + "/status",
+        {"status": {**counts, "conditions": [condition]}},
+    )
+
+
+async def run_migration_job(
+    cluster: AdbmEmulator, body: dict[str, Any], *, timeout: float = 10
+) -> str:
+    """Once the operator created the migration Job of `body`'s image: migrate as its pod would
+    (in process here; `test_operator_database` runs the container's command as a process), and
+    mark the Job complete. The Job's name."""
+    name = migration.name(model.parse(body))
+    await until(lambda: get(cluster, "Job", name), timeout=timeout, what=f"Job {name}")
+    await migrate(conninfo(names().database), app_role=names().role)
+    await mark_job(cluster, name)
+    return name
 
 
 @pytest.fixture
@@ -137,8 +221,9 @@ def kubeconfig(cluster: AdbmEmulator, tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 @contextlib.asynccontextmanager
-async def running() -> AsyncIterator[None]:
-    """The operator, with the product's registry, settings and login, until the block ends."""
+async def running(*, verify_interval: float | None = None) -> AsyncIterator[None]:
+    """The operator, with the product's registry, settings and login, until the block ends;
+    `verify_interval` replaces every object's database verification interval."""
     stop = asyncio.Event()
     # Kopf cancels, when it stops, every task born after it started: the fixture's teardown
     # is such a task, so it joins the ignored ones before the stop.
@@ -146,7 +231,7 @@ async def running() -> AsyncIterator[None]:
     tasks = await kopf.spawn_tasks(
         registry=registry,
         settings=lifecycle.settings(fast=True),
-        memo=runtime.new_memo(),
+        memo=runtime.new_memo(verify_interval=verify_interval),
         standalone=True,
         namespaces=[NS],
         stop_flag=stop,
@@ -244,6 +329,7 @@ def expected_children(body: dict[str, Any], monitoring: bool = False) -> list[di
 
 async def create_and_roll_out(cluster: AdbmEmulator, body: dict[str, Any]) -> dict[str, Any]:
     await call(cluster, "POST", BACKENDS, body)
+    await run_migration_job(cluster, body)
     expected = expected_children(body)
     for child in expected:
         await until(lambda c=child: get(cluster, c["kind"], c["metadata"]["name"]))
@@ -257,7 +343,10 @@ async def test_create_applies_every_child_once_and_becomes_ready(operator: AdbmE
     body = backend()
     ready = await create_and_roll_out(operator, body)
     expected = expected_children(body)
-    assert applies(operator) == len(expected)
+    # Every rendered child once, the two Secrets derived for the database once.
+    assert applies(operator) == len(expected) + len(DATABASE_SECRETS)
+    for name in DATABASE_SECRETS:
+        expected.append({"kind": "Secret", "metadata": {"name": name}})
     shop = await get(operator, "BackendService", "shop")
     assert shop is not None
     uid = shop["metadata"]["uid"]
@@ -283,6 +372,7 @@ async def test_create_applies_every_child_once_and_becomes_ready(operator: AdbmE
 async def test_ready_waits_for_every_deployment(operator: AdbmEmulator) -> None:
     body = backend()
     await call(operator, "POST", BACKENDS, body)
+    await run_migration_job(operator, body)
     await until(lambda: get(operator, "Deployment", "shop-worker-orders"))
     await until(lambda: get(operator, "Deployment", "shop-api"))
     await mark_available(operator, "shop-api")
@@ -630,10 +720,12 @@ async def test_temporary_api_failure_degrades_then_retries_to_ready(
     # The API server refuses the first two writes of the Service.
     operator[kmock_lib.action.UPDATE, kmock_lib.resource("v1/services")][:2] << 503
     errors_before = metric("adbm_operator_reconcile_total", result="error")
-    await call(operator, "POST", BACKENDS, backend())
+    body = backend()
+    await call(operator, "POST", BACKENDS, body)
     degraded = await condition_is(operator, "Degraded", "True")
     assert degraded["reason"] in ("ReconcileError", "ApplyFailed")
     assert "Service/shop" in degraded["message"] or "services" in degraded["message"]
+    await run_migration_job(operator, body, timeout=15)
     await until(lambda: get(operator, "Service", "shop"), timeout=15)
     for name in ("shop-api", "shop-worker-orders"):
         await until(lambda n=name: get(operator, "Deployment", n))
@@ -707,7 +799,9 @@ async def test_the_cli_runs_the_operator_with_metrics_and_liveness(
         stderr=asyncio.subprocess.STDOUT,
     )
     try:
-        await call(cluster, "POST", BACKENDS, backend())
+        body = backend()
+        await call(cluster, "POST", BACKENDS, body)
+        await run_migration_job(cluster, body, timeout=30)
         await until(lambda: get(cluster, "Deployment", "shop-api"), timeout=30)
         await until(lambda: get(cluster, "Deployment", "shop-worker-orders"), timeout=30)
         status, _ = await until(lambda: _probe(liveness_port, "/healthz"), timeout=30)

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from adbm_operator import observe, status
+from adbm_operator.conditions import Verdict
 from adbm_operator.model import ChildSummary, ConditionStatus
 from tests.operator.test_observe import deployment
 
@@ -29,6 +30,7 @@ def observation(**changes: Any) -> status.Observation:
         "api": observe.rollout(deployment(), "shop-api"),
         "monitoring": observe.Monitoring("Applied"),
         "collector": observe.Collector(enabled=True, running=("shop-api",)),
+        "database": Verdict("DatabaseReady", ConditionStatus.TRUE, "Provisioned", "proven"),
     }
     values.update(changes)
     return status.Observation(**values)
@@ -210,3 +212,24 @@ def test_dependents_post_no_events_of_their_own() -> None:
     first = status.compute(observation(), None, T0)
     broken = status.compute(observation(collector=observe.Collector(True, (), ("a",))), first, T0)
     assert {t.type for t in status.transitions(first, broken)} == {"Ready", "Degraded"}
+
+
+def test_ready_waits_for_a_provisioning_pass_and_blames_the_database_first() -> None:
+    unobserved = conditions(status.compute(observation(database=None), None, T0))
+    assert (unobserved["Ready"].status, unobserved["Ready"].reason) == (
+        ConditionStatus.UNKNOWN,
+        "NotObserved",
+    )
+    assert unobserved["Degraded"].status == ConditionStatus.FALSE
+    down = Verdict("DatabaseReady", ConditionStatus.FALSE, "Unreachable", "no answer")
+    c = conditions(status.compute(observation(database=down, missing_secrets=["x"]), None, T0))
+    assert (c["Ready"].reason, c["Ready"].message) == ("Unreachable", "no answer")
+    assert (c["Degraded"].status, c["Degraded"].reason) == (ConditionStatus.TRUE, "Unreachable")
+    assert c["DatabaseReady"].status == ConditionStatus.FALSE
+
+
+def test_a_migration_in_progress_is_on_the_way_not_degraded() -> None:
+    migrating = Verdict("DatabaseReady", ConditionStatus.FALSE, "Migrating", "waiting for the Job")
+    c = conditions(status.compute(observation(database=migrating), None, T0))
+    assert (c["Ready"].status, c["Ready"].reason) == (ConditionStatus.FALSE, "Migrating")
+    assert c["Degraded"].status == ConditionStatus.FALSE

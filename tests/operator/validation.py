@@ -68,6 +68,7 @@ CORE_API_VERSIONS = frozenset(
     {
         "v1",
         "apps/v1",
+        "batch/v1",
         "policy/v1",
         "networking.k8s.io/v1",
         "autoscaling/v2",

@@ -13,9 +13,20 @@ registry = kopf.OperatorRegistry()
 from adbm_operator.handlers import (  # noqa: E402
     backendservice,
     children,
+    deletion,
     integrations,
     lifecycle,
+    migration,
     secrets,
 )
 
-__all__ = ["backendservice", "children", "integrations", "lifecycle", "registry", "secrets"]
+__all__ = [
+    "backendservice",
+    "children",
+    "deletion",
+    "integrations",
+    "lifecycle",
+    "migration",
+    "registry",
+    "secrets",
+]

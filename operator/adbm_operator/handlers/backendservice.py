@@ -16,12 +16,15 @@ from adbm_operator.specs import pod
 
 @kopf.index(model.GROUP, model.VERSION, model.PLURAL, registry=registry)
 def by_secret(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[Any, str]:
-    """(namespace, Secret name) -> the BackendServices whose pods read that Secret."""
+    """(namespace, Secret name) -> the BackendServices whose pods read that Secret, or whose
+    database admin it is."""
     try:
         obj = model.parse(dict(body))
     except ValidationError:
         return {}
-    return {(namespace, ref.name): name for ref in pod.referenced_secrets(obj)}
+    found = {(namespace, ref.name): name for ref in pod.referenced_secrets(obj)}
+    found[(namespace, obj.spec.database.admin_secret_ref.name)] = name
+    return found
 
 
 @kopf.index(model.GROUP, model.VERSION, model.PLURAL, registry=registry)
@@ -51,8 +54,9 @@ async def converge(body: kopf.Body, memo: Any, retry: int, logger: kopf.Logger, 
 
 
 @kopf.on.event(model.GROUP, model.VERSION, model.PLURAL, registry=registry)
-def forget(type: str, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    """A deleted BackendService leaves nothing behind in the operator's memory."""
+async def forget(type: str, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    """A deleted BackendService leaves nothing behind in the operator's memory. Async, so it
+    runs in the event loop with the other handlers (Kopf runs sync handlers in threads)."""
     if type == "DELETED" and namespace is not None:
         runtime.of(memo).forget(namespace, name)
 

@@ -51,6 +51,7 @@ async def on_child_event(
             expect_uid=refs[0].get("uid"),
             drift=drifted,
             write=drifted,
+            database_pass=False,  # a child's drift changes nothing in the database
             log=logger,
         )
     except LookupError:

@@ -77,7 +77,7 @@ async def login(memo: Any, settings: kopf.OperatorSettings, **_: Any) -> kopf.Co
 @kopf.on.cleanup(registry=registry)
 async def cleanup(memo: Any, **_: Any) -> None:
     rt = runtime.of(memo)
-    for task in rt.retries.values():
+    for task in [*rt.retries.values(), *rt.verifiers.values()]:
         task.cancel()
     if rt.client is not None:
         await rt.client.close()

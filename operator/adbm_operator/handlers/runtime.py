@@ -11,7 +11,7 @@ from typing import Any, cast
 
 import kopf
 
-from adbm_operator import backoff, kinds, kube, reconcile, status
+from adbm_operator import backoff, kinds, kube, model, provisioning, reconcile, status
 
 logger = logging.getLogger("adbm_operator")
 
@@ -37,6 +37,14 @@ class Runtime:
     # Bounds concurrent reconciles: thousands of objects at start-up queue here rather than in
     # the HTTP client, where waiting would count against request timeouts.
     slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_CONCURRENT))
+    # Per BackendService: unusable database servers seen in a row, and the next provisioning
+    # pass (the verification timer, or the retry while backing off), one pending task each.
+    database: dict[tuple[str, str], provisioning.Backoff] = field(default_factory=dict)
+    verifiers: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
+    migrations: dict[tuple[str, str], tuple[str, bool]] = field(default_factory=dict)
+    """(migration Job name, finished) the last reconcile of each BackendService saw."""
+    verify_interval: float | None = None
+    """Overrides every object's `database.verifyIntervalSeconds` (tests; None in production)."""
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop what is kept about a deleted BackendService."""
@@ -46,9 +54,12 @@ class Runtime:
                 self.rollouts.pop((namespace, rendered["metadata"]["name"]), None)
         self.secrets_seen.pop(key, None)
         self.locks.pop(key, None)
-        task = self.retries.pop(key, None)
-        if task is not None:
-            task.cancel()
+        self.database.pop(key, None)
+        self.migrations.pop(key, None)
+        for tasks in (self.retries, self.verifiers):
+            task = tasks.pop(key, None)
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
 
     async def api(self) -> kube.Client:
         await self.connected.wait()
@@ -66,8 +77,8 @@ def of(memo: Any) -> Runtime:
     return runtime
 
 
-def new_memo() -> kopf.Memo:
-    return kopf.Memo(runtime=Runtime())
+def new_memo(*, verify_interval: float | None = None) -> kopf.Memo:
+    return kopf.Memo(runtime=Runtime(verify_interval=verify_interval))
 
 
 async def converge(
@@ -78,6 +89,8 @@ async def converge(
     expect_uid: str | None = None,
     drift: bool = False,
     write: bool = True,
+    periodic: bool = False,
+    database_pass: bool = True,
     log: logging.Logger | logging.LoggerAdapter[Any] = logger,
 ) -> reconcile.Outcome:
     """Reconcile one BackendService under its lock, then publish status and events. The object
@@ -98,13 +111,58 @@ async def converge(
             drift=drift,
             write=write,
             known_secrets=None if write else rt.secrets_seen.get(key),
+            backoff=rt.database.setdefault(key, provisioning.Backoff()),
+            periodic=periodic,
+            database_pass=database_pass,
         )
         await publish(client, fresh, outcome, log)
         rt.rendered[key] = {identity(c): c for c in outcome.desired}
         rt.secrets_seen[key] = outcome.secret_versions
         for rollout in outcome.rollouts:
             rt.rollouts[(namespace, rollout.name)] = rollout
+        if outcome.migration is not None:
+            rt.migrations[key] = outcome.migration
+        pending = rt.verifiers.get(key)
+        if outcome.database_passed or (write and (pending is None or pending.done())):
+            schedule_pass(rt, namespace, name, _next_pass(rt, fresh, outcome))
     return outcome
+
+
+def _next_pass(rt: Runtime, body: Mapping[str, Any], outcome: reconcile.Outcome) -> float:
+    """Seconds until the next provisioning pass: the backoff's retry while the server is
+    unusable, else the verification interval."""
+    if outcome.retry_database_in is not None:
+        return outcome.retry_database_in
+    if rt.verify_interval is not None:
+        return rt.verify_interval
+    database = (body.get("spec") or {}).get("database") or {}
+    return float(database.get("verifyIntervalSeconds", model.defaults.VERIFY_INTERVAL_SECONDS))
+
+
+def schedule_pass(rt: Runtime, namespace: str, name: str, delay: float) -> None:
+    """The verification timer of one BackendService: after `delay`, a reconcile whose
+    provisioning pass re-proves isolation and repairs drift. Every reconcile that writes moves
+    it (a pass just ran), so an object busy with changes is not verified twice as often, and
+    one whose spec changed its interval follows the new one. A reconcile without a pass (a
+    child's drift) leaves it as it is. Kopf's own timers and daemons
+    would put a finalizer on every object; this one needs none (it is cancelled when the
+    object is deleted), so only `deletionPolicy: Delete` brings a finalizer."""
+    key = (namespace, name)
+    pending = rt.verifiers.get(key)
+    if pending is not None and pending is not asyncio.current_task() and not pending.done():
+        pending.cancel()
+
+    async def later() -> None:
+        await asyncio.sleep(delay)
+        try:
+            await converge(rt, namespace, name, periodic=True)
+        except LookupError:
+            return
+        except kube.ApiError as exc:
+            logger.warning(f"verification of {namespace}/{name} failed: {exc}")
+            retry_later(rt, namespace, name)
+
+    rt.verifiers[key] = asyncio.get_running_loop().create_task(later())
 
 
 async def converge_each(
@@ -149,6 +207,9 @@ async def publish(
             message=f"{t.type}={t.status}: {t.message}"[:1024],
         )
         log.info(f"{t.type} is now {t.status} ({t.reason}): {t.message}")
+    for kind, reason, message in outcome.events:
+        kopf.event(cast(kopf.Body, body), type=kind, reason=reason, message=message[:1024])
+        log.info(f"{reason}: {message}")
 
 
 def _comparable(raw: Any) -> dict[str, Any]:

@@ -27,7 +27,8 @@ async def on_secret_event(
     rt = runtime.of(memo)
     version = meta.get("resourceVersion")
     owners = set()
-    for owner in by_secret.get((namespace, name), []):
+    # A copy: the index changes while this loop awaits (an owner deleted meanwhile).
+    for owner in list(by_secret.get((namespace, name), [])):
         # Under the owner's lock, so a reconcile in flight records what it read first.
         async with rt.lock(namespace, owner):
             seen = rt.secrets_seen.get((namespace, owner))

@@ -83,6 +83,7 @@ from .status import (
     ChildSummary,
     Condition,
     ConditionStatus,
+    DatabaseStatus,
     WorkloadSummary,
 )
 from .validation import quantity_value
@@ -122,6 +123,7 @@ __all__ = [
     "Condition",
     "ConditionStatus",
     "Database",
+    "DatabaseStatus",
     "DeletionPolicy",
     "DeprecatedVersion",
     "HttpMethod",

@@ -7,19 +7,23 @@ as its default.
 
 from __future__ import annotations
 
+from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .resource import BackendService
     from .spec import Autoscaling, BackendServiceSpec
 
-IMAGE = "adbm/reference-service:0.1.0"
+# This release's reference-service image (reference_service/Dockerfile builds it), tagged with
+# the installed distribution's version: the model imports nothing else of the operator.
+IMAGE = f"adbm/reference-service:{metadata.version('adbm')}"
 COLLECTOR_IMAGE = "otel/opentelemetry-collector:0.140.0"
 API_REPLICAS = 2
 WORKER_REPLICAS = 1
 MIN_REPLICAS = 1
 POOL_MAX_SIZE = 10
 CONNECTION_BUDGET = 100
+VERIFY_INTERVAL_SECONDS = 300
 CURRENT_API_VERSION = "v2"
 ANY_METHOD = "*"
 RLS_TABLES = ("api_keys", "accounts", "products", "orders", "outbox")

@@ -164,7 +164,14 @@ class Database(ApiModel):
     row_level_security: RowLevelSecurity = RowLevelSecurity()
     """Tenant isolation policies."""
     deletion_policy: DeletionPolicy = DeletionPolicy.RETAIN
-    """What happens to the app role and schema when the BackendService is deleted."""
+    """What happens to the database objects adbm created when the BackendService is deleted:
+    `Retain` leaves everything; `Delete` drops the app role, and the database if adbm created it
+    (else only adbm's tenant policies). Only `Delete` puts a finalizer on the object."""
+    verify_interval_seconds: Annotated[int, Field(ge=30, le=86_400)] = (
+        defaults.VERIFY_INTERVAL_SECONDS
+    )
+    """How often the operator re-proves tenant isolation as the app role and repairs drift of
+    the database (a dropped policy, FORCE turned off, an extra grant), besides every reconcile."""
 
 
 class Redis(ApiModel):
@@ -192,6 +199,11 @@ class RateLimitScope(StrEnum):
 class RedisUnavailable(StrEnum):
     FAIL_OPEN = "FailOpen"
     FAIL_CLOSED = "FailClosed"
+
+
+class AfterSunset(StrEnum):
+    GONE = "Gone"
+    SERVE = "Serve"
 
 
 class HttpMethod(StrEnum):
@@ -265,6 +277,9 @@ class DeprecatedVersion(ApiModel):
     """When it stops being served: sent as the `Sunset` header (RFC 8594)."""
     link: Annotated[str | None, Field(pattern=r"^https://", max_length=2048)] = None
     """Migration guide, sent as `Link: <...>; rel="deprecation"`."""
+    after_sunset: AfterSunset = AfterSunset.GONE
+    """From `sunsetAt` on: `Gone` answers every route of the version with `410 Gone` (and a
+    `rel="successor-version"` link to the current version); `Serve` keeps serving it."""
 
     rules: ClassVar[tuple[Rule, ...]] = validation.DEPRECATED_VERSION
 

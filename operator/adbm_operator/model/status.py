@@ -62,6 +62,21 @@ class ChildSummary(ApiModel):
     """Why it was skipped or failed."""
 
 
+class DatabaseStatus(ApiModel):
+    """The database as the last provisioning pass found it."""
+
+    schema_version: Annotated[str | None, Field(max_length=64)] = None
+    """Newest schema migration applied (from `schema_migrations`), once migrated."""
+    migrated_image: Annotated[str | None, Field(max_length=512)] = None
+    """Image whose migration Job succeeded last: the image the Deployments run until the Job
+    of a new image has succeeded."""
+    pending_changes: Annotated[str, Field(max_length=4096)] = ""
+    """What differed from the row-level security plan before the last pass applied it."""
+    last_verified: datetime | None = None
+    """When tenant isolation was last proven by the periodic verification (or a pass that
+    changed the outcome)."""
+
+
 class BackendServiceStatus(ApiModel):
     """Observed state; written by the operator from what it observed, not what it attempted."""
 
@@ -88,3 +103,5 @@ class BackendServiceStatus(ApiModel):
     """Every managed child and its state."""
     max_connections: Annotated[int, Field(ge=0)] = 0
     """Database connections the spec can open at its autoscaling maximum."""
+    database: DatabaseStatus | None = None
+    """Database provisioning: schema version, migrated image, pending changes."""

@@ -62,6 +62,7 @@ def policy(obj: BackendService) -> Policy:
                     deprecated_at=d.deprecated_at,
                     sunset_at=d.sunset_at,
                     link=d.link,
+                    after_sunset=d.after_sunset.value,
                 )
                 for d in spec.versioning.deprecated
             ],

@@ -14,8 +14,6 @@ from adbm_operator import model
 from tests.operator import validation
 
 EXAMPLES = Path(__file__).parents[3] / "examples"
-# The oldest Kubernetes the operator supports; validation.py checks the newest shipped schema.
-OLDEST_K8S = "1.33"
 
 
 def example_body(name: str) -> dict[str, Any]:
@@ -41,7 +39,8 @@ def variant(name: str, **paths: Any) -> model.BackendService:
 
 
 def assert_valid(obj: dict[str, Any]) -> None:
-    """Valid for the newest Kubernetes (with the API server's extra checks) and the oldest."""
+    """Valid for the newest Kubernetes (with the API server's extra checks) and the oldest
+    supported (`validation.MIN_K8S_VERSION`, the one minimum README and chart tests use too)."""
     validation.validate(obj)
     if (obj["apiVersion"], obj["kind"]) not in validation.CRD_FILES:
-        kubernetes_validate.validate(obj, OLDEST_K8S, strict=True)
+        kubernetes_validate.validate(obj, validation.MIN_K8S_VERSION, strict=True)

@@ -53,9 +53,26 @@ def test_policy_carries_rate_limits_versioning_and_idempotency(
     (v1,) = policy.versioning.deprecated
     assert v1.version == "v1" and v1.sunset_at.year == 2027
     assert v1.link == "https://docs.example.com/payments/migrate-to-v2"
+    assert v1.after_sunset == "Gone"  # the default: retired at its sunset
     assert policy.idempotency.ttl_seconds == 86_400
     # The document parses back into the service's own model unchanged.
     assert Policy.model_validate_json(policy.model_dump_json()) == policy
+
+
+def test_policy_carries_whether_a_version_is_served_past_its_sunset() -> None:
+    kept = variant(
+        "full",
+        spec__versioning__deprecated=[
+            {
+                "version": "v1",
+                "deprecatedAt": "2026-09-01T00:00:00Z",
+                "sunsetAt": "2027-03-01T00:00:00Z",
+                "afterSunset": "Serve",
+            }
+        ],
+    )
+    (v1,) = configmap.policy(kept).versioning.deprecated
+    assert v1.after_sunset == "Serve"
 
 
 def test_redis_key_prefix_defaults_per_object(

@@ -327,3 +327,33 @@ async def test_inspect_reports_state(admin: psycopg.AsyncConnection[Any]) -> Non
     # The owner's own lookup policy (see the migration) is scoped to the owner.
     owner_policy = state.policy("owner_authenticate")
     assert owner_policy is not None and owner_policy.roles == ["postgres"]
+
+
+async def test_plan_changes_summarises_and_reports_foreign_policies(
+    admin: psycopg.AsyncConnection[Any], database_urls: DatabaseUrls
+) -> None:
+    plan = await rls.plan_changes(admin, ["api_keys"], app_role=database_urls.app_role)
+    assert plan.up_to_date and plan.summary() == "no pending changes"
+    assert plan.unmanaged_policies == (
+        "public.api_keys: policy owner_authenticate (not created by adbm, left in place)",
+    )
+    await admin.execute("ALTER TABLE api_keys NO FORCE ROW LEVEL SECURITY")
+    await admin.execute("GRANT TRUNCATE ON api_keys TO PUBLIC")
+    plan = await rls.plan_changes(admin, ["api_keys", "nope"], app_role=database_urls.app_role)
+    assert plan.summary() == (
+        "public.nope: table does not exist; public.api_keys: force row-level security;"
+        " public.api_keys: revoke TRUNCATE from PUBLIC"
+    )
+
+
+async def test_converge_applies_then_finds_nothing_left(
+    admin: psycopg.AsyncConnection[Any], database_urls: DatabaseUrls
+) -> None:
+    await admin.execute("DROP POLICY tenant_isolation ON accounts")
+    first = await rls.converge(admin, ["accounts"], app_role=database_urls.app_role)
+    assert [c.description for c in first.before.changes] == ["create policy tenant_isolation"]
+    assert len(first.executed) == 1 and first.after.up_to_date
+    second = await rls.converge(admin, ["accounts"], app_role=database_urls.app_role)
+    assert second.executed == () and second.before.up_to_date
+    missing = await rls.converge(admin, ["nope"])
+    assert missing.executed == () and missing.before.missing_tables == ("nope",)

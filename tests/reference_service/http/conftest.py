@@ -4,6 +4,7 @@ Redis, with API keys issued as the admin would issue them."""
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -76,9 +77,14 @@ async def open_service(database_urls: DatabaseUrls) -> AsyncIterator[OpenService
                 # Each test its own Redis keys; and limits these tests never reach, except
                 # where a test sets a policy of its own to test them.
                 "redis_key_prefix": f"test-{uuid.uuid4().hex}:",
+                # A key of its own: the app refuses the public development key in production.
+                "cursor_secret": secrets.token_urlsafe(32),
                 "policy": Policy(
                     rate_limit=RateLimitPolicy(
-                        default=Quota(requests=1_000_000, period_seconds=1, burst=1_000_000)
+                        default=Quota(requests=1_000_000, period_seconds=1, burst=1_000_000),
+                        unauthenticated=Quota(
+                            requests=1_000_000, period_seconds=1, burst=1_000_000
+                        ),
                     )
                 ),
             }

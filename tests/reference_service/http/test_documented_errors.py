@@ -89,11 +89,12 @@ OPERATIONS = _operations(_document())
 
 # What each kind of operation can answer, independently of how the document is built.
 EVERY = {400, 401, 413, 429, 500, 503}
+# 415 only where a body is read.
 EXPECTED_ERRORS = {
-    "create": EVERY | {409, 422},  # 409: in flight (and a taken sku); 422: a key reused
+    "create": EVERY | {409, 415, 422},  # 409: in flight (and a taken sku); 422: a key reused
     "list": EVERY,
     "get": EVERY | {404},
-    "change": EVERY | {404, 409, 412, 422, 428},
+    "change": EVERY | {404, 409, 412, 415, 422, 428},
     "delete": EVERY | {404, 412},
 }
 
@@ -179,6 +180,7 @@ class World:
         if_match: str | None = '"1"',
         body: dict[str, Any] | None = None,
         content: bytes | None = None,
+        json_type: bool = False,
         query: dict[str, Any] | None = None,
     ) -> httpx.Response:
         headers = dict(self.callers.a.headers) if auth else {}
@@ -186,6 +188,8 @@ class World:
             headers["Idempotency-Key"] = uuid.uuid4().hex if key == "fresh" else key
         if op.kind in ("change", "delete") and if_match is not None:
             headers["If-Match"] = if_match
+        if json_type:
+            headers["Content-Type"] = "application/json"
         if content is None:
             sent = body if body is not None else self.body(op)
             if sent is not None:
@@ -290,6 +294,20 @@ async def key_reused(w: World, op: Op) -> httpx.Response | None:
     return await w.send(op, key=key, body=other)
 
 
+async def body_not_json(w: World, op: Op) -> httpx.Response | None:
+    # Form data, as a browser form would send it: a body, but not JSON.
+    if op.kind not in ("create", "change"):
+        return None
+    return await w.send(op, content=b"name=Cup")
+
+
+async def duplicate_member(w: World, op: Op) -> httpx.Response | None:
+    if op.kind not in ("create", "change"):
+        return None
+    body = json.dumps(w.body(op))
+    return await w.send(op, content=f'{body[:-1]}, "name": "Again"}}'.encode(), json_type=True)
+
+
 async def oversize_body(w: World, op: Op) -> httpx.Response:
     return await w.send(op, content=b" " * (MAX_BODY + 1))
 
@@ -307,6 +325,8 @@ DRIVES: list[tuple[Drive, set[str]]] = [
     (key_in_flight, {"idempotency-in-flight"}),
     (key_reused, {"idempotency-key-reused"}),
     (oversize_body, {"payload-too-large"}),
+    (body_not_json, {"unsupported-media-type"}),
+    (duplicate_member, {"validation-error"}),
 ]
 
 

@@ -139,6 +139,7 @@ async def open_env(
                     "db_pool_min_size": 0,
                     "db_pool_max_size": 10,
                     "redis_key_prefix": redis_prefix,
+                    "cursor_secret": "idempotency-tests-" + "k" * 32,
                     # Limits these tests never reach: they are about idempotency alone.
                     "policy": Policy(
                         rate_limit=RateLimitPolicy(
@@ -339,7 +340,11 @@ async def test_5xx_response_releases_the_key(env: Env) -> None:
 async def test_in_flight_request_gets_409_then_the_replay(env: Env) -> None:
     headers = with_key(env.a, "slow")
     first = asyncio.create_task(env.client.post("/test/slow", json={}, headers=headers))
-    await asyncio.sleep(0.1)
+    # Once the first is known to be running (its lock taken before): no guess about how long
+    # it took to get there on a loaded machine.
+    async with asyncio.timeout(10):
+        while env.probe.calls < 1:
+            await asyncio.sleep(0.01)
     busy = await env.client.post("/test/slow", json={}, headers=headers)
     assert_problem(busy, 409, "idempotency-in-flight")
     assert busy.headers["retry-after"] == "1"

@@ -34,6 +34,8 @@ def test_a_good_product_passes() -> None:
         ({"price_minor": INT64_MAX + 1}, "price_minor"),  # would overflow bigint
         ({"currency": "eur"}, "currency"),
         ({"currency": "EURO"}, "currency"),
+        ({"currency": "XXY"}, "currency"),  # three letters, but no ISO 4217 currency
+        ({"currency": "ABC"}, "currency"),
         ({"sku": "has space"}, "sku"),
         ({"sku": "x" * 65}, "sku"),
         ({"name": ""}, "name"),

@@ -29,7 +29,9 @@ from reference_service.http import problems
 from reference_service.http.auth import current_principal
 from reference_service.http.guards import rate_limited, rate_limiter
 from reference_service.http.ratelimit import RateLimiter
+from reference_service.http.state import redis_client
 from reference_service.policy import RateLimitPolicy
+from tests.reference_service.http.conftest import Callers, OpenService
 
 REDIS_URL = os.environ.get("ADBM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PROBLEM = "application/problem+json"
@@ -159,6 +161,7 @@ _WORKER = """
 import asyncio, collections, json, sys, time
 from redis.asyncio import Redis
 from reference_service.http.ratelimit import RateLimiter
+from reference_service.http.state import redis_client
 from reference_service.policy import RateLimitPolicy
 
 url, prefix, policy_json, start_at, attempts = sys.argv[1:6]
@@ -237,17 +240,60 @@ async def test_refills_at_the_configured_rate(algorithm: str, prefix: str, redis
 
 
 async def test_keys_expire(prefix: str, redis: Redis) -> None:
+    # A period of seconds, so that a loaded machine cannot let the key expire before it is
+    # read: one request out of a 10-per-20-s bucket fills again after 2 s, and the key lives
+    # exactly that long (plus the script's 1 ms of rounding), never the period or forever.
     for algorithm in ALGORITHMS:
         policy = _policy(
-            algorithm=algorithm, default={"requests": 10, "period_seconds": 1, "burst": 5}
+            algorithm=algorithm, default={"requests": 10, "period_seconds": 20, "burst": 5}
         )
         limiter = RateLimiter(redis, policy, f"{prefix}{algorithm}:")
         await limiter.check("tenant:ttl", "GET", "/items")
         keys = [key async for key in redis.scan_iter(match=f"{prefix}{algorithm}:*")]
         assert len(keys) == 1
         ttl = await redis.pttl(keys[0])
-        # One request out of a 10/s bucket: full again after 100 ms.
-        assert 0 < ttl <= 1200
+        assert 0 < ttl <= 2_001, ttl
+
+
+async def _burn_cpu(stop: asyncio.Event, slice_seconds: float) -> None:
+    """Keeps the event loop busy as a saturated service's handlers would: CPU work in slices,
+    yielding between them."""
+    while not stop.is_set():
+        until = time.perf_counter() + slice_seconds
+        while time.perf_counter() < until:
+            pass
+        await asyncio.sleep(0)
+
+
+async def test_a_saturated_loop_never_takes_the_redis_down_path(
+    prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # 64 requests in flight at a time, on a loop kept busy by 10 tasks of 2 ms CPU slices:
+    # a check waits several turns of over 20 ms each for its turn, more than the 50 ms
+    # deadline (the issue's run at 32 connections had a p99 of 80-100 ms), while Redis answers
+    # in well under a millisecond. The deadline must tell the two apart: every decision is
+    # Redis's.
+    redis = redis_client(REDIS_URL)  # the service's own client
+    limiter = RateLimiter(redis, _policy(default={**NO_REFILL, "burst": 10_000}), prefix)
+    # Connected before the load starts, as a service is after its first requests.
+    await asyncio.gather(*(limiter.check("tenant:warm", "GET", "/items") for _ in range(64)))
+    stop = asyncio.Event()
+    burners = [asyncio.create_task(_burn_cpu(stop, 0.002)) for _ in range(10)]
+    decisions = []
+    try:
+        await asyncio.sleep(0)
+        for _ in range(5):
+            decisions += await asyncio.gather(
+                *(limiter.check(f"tenant:{i % 8}", "GET", "/items") for i in range(64))
+            )
+    finally:
+        stop.set()
+        await asyncio.gather(*burners)
+        await redis.delete(*[key async for key in redis.scan_iter(match=prefix + "*")])
+        await redis.aclose()
+    assert [d.source for d in decisions] == ["redis"] * 320
+    assert limiter.fallbacks == 0
+    assert "Redis unavailable" not in caplog.text
 
 
 # -- headers and problems, end to end --------------------------------------------------------
@@ -418,7 +464,10 @@ async def test_fail_closed_answers_503_when_redis_dies(
 
 @pytest.mark.parametrize("mode", ["FailOpen", "FailClosed"])
 async def test_hung_redis_is_decided_within_the_timeout_and_recovered_from(
-    mode: str, own_redis: tuple[subprocess.Popen[bytes], str], prefix: str
+    mode: str,
+    own_redis: tuple[subprocess.Popen[bytes], str],
+    prefix: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     proc, url = own_redis
     redis = Redis.from_url(url)
@@ -431,6 +480,9 @@ async def test_hung_redis_is_decided_within_the_timeout_and_recovered_from(
             decision = await asyncio.wait_for(limiter.check("tenant:t", "GET", "/items"), timeout=2)
             assert decision.source == ("local" if mode == "FailOpen" else "unavailable")
             assert decision.allowed is (mode == "FailOpen")
+            assert limiter.fallbacks == 1
+            # The log states the back-off the limiter applies (0.25 s), not a rounding of it.
+            assert f"{mode} for 0.25 s" in caplog.text
         finally:
             proc.send_signal(signal.SIGCONT)
         # After the back-off, Redis decides again over a fresh connection.
@@ -455,3 +507,21 @@ async def test_script_is_reloaded_after_a_flush(
         assert (decision.source, decision.allowed, decision.remaining) == ("redis", True, 0)
     finally:
         await redis.aclose()
+
+
+async def test_a_saturated_service_never_takes_the_redis_down_path(
+    open_service: OpenService, callers: Callers
+) -> None:
+    # The whole app (authentication, the key cache, the rate limit, the RLS transaction) kept
+    # saturated by 64 concurrent GETs, round after round, as a load test would: its own work
+    # makes each turn of the loop long, as in the issue's run at 32 connections. Every
+    # decision is still Redis's.
+    service = await open_service(db_pool_max_size=10)
+    headers = callers.a.headers
+    assert (await service.client.get("/api/v2/products", headers=headers)).status_code == 200
+    for _ in range(5):
+        responses = await asyncio.gather(
+            *(service.client.get("/api/v2/products", headers=headers) for _ in range(64))
+        )
+        assert [r.status_code for r in responses] == [200] * 64
+    assert service.services.rate_limiter.fallbacks == 0

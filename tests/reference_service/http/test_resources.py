@@ -127,17 +127,42 @@ async def test_patch_needs_a_current_if_match(client: httpx.AsyncClient, callers
     assert_problem(
         await client.patch(url, json=change, headers=headers), 428, "precondition-required"
     )
-    assert_problem(
-        await client.patch(url, json=change, headers={**headers, "If-Match": "*"}),
-        428,
-        "precondition-required",
-    )
     for bad in ('"2"', '"0"', "1", 'W/"1"', '"1", "2"'):
         response = await client.patch(url, json=change, headers={**headers, "If-Match": bad})
         assert_problem(response, 412, "precondition-failed")
     assert (await client.get(url, headers=headers)).json()["version"] == 1
     ok = await client.patch(url, json=change, headers={**headers, "If-Match": ' "1" '})
     assert ok.status_code == 200
+
+
+async def test_if_match_star_changes_any_current_representation(
+    client: httpx.AsyncClient, callers: Callers
+) -> None:
+    # RFC 9110 13.1.1: `*` is true when the resource has a current representation; it makes
+    # the PATCH conditional, which is what the 428 requires (the README's decision).
+    headers = callers.a.headers
+    url = (await create(client, headers, "products", PRODUCT)).headers["location"]
+    first = await client.patch(url, json={"name": "One"}, headers={**headers, "If-Match": "*"})
+    assert (first.status_code, first.headers["ETag"]) == (200, '"2"')
+    second = await client.patch(url, json={"name": "Two"}, headers={**headers, "If-Match": "*"})
+    assert (second.status_code, second.json()["name"], second.headers["ETag"]) == (
+        200,
+        "Two",
+        '"3"',
+    )
+    # No current representation: the answer without the precondition (404) stands.
+    assert (await client.delete(url, headers=headers)).status_code == 204
+    assert_problem(
+        await client.patch(url, json={"name": "x"}, headers={**headers, "If-Match": "*"}),
+        404,
+        "not-found",
+    )
+    missing = url.rsplit("/", 1)[0] + "/00000000-0000-4000-8000-000000000000"
+    assert_problem(
+        await client.patch(missing, json={"name": "x"}, headers={**headers, "If-Match": "*"}),
+        404,
+        "not-found",
+    )
 
 
 async def test_concurrent_patches_with_one_version_make_exactly_one_update(

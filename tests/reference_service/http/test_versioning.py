@@ -28,12 +28,39 @@ V1_DEPRECATED = Policy(
     versioning=VersioningPolicy(
         current="v2",
         deprecated=[
+            # Kept served past its sunset: these tests are about the headers of a served
+            # deprecated version (the 410 of a retired one is tested below).
             DeprecatedVersion(
-                version="v1", deprecated_at=DEPRECATED_AT, sunset_at=SUNSET_AT, link=LINK
+                version="v1",
+                deprecated_at=DEPRECATED_AT,
+                sunset_at=SUNSET_AT,
+                link=LINK,
+                after_sunset="Serve",
             )
         ],
     )
 )
+
+
+def _retiring(sunset_at: datetime, after_sunset: str = "Gone") -> Policy:
+    return Policy(
+        versioning=VersioningPolicy(
+            current="v2",
+            deprecated=[
+                DeprecatedVersion.model_validate(
+                    {
+                        "version": "v1",
+                        "deprecated_at": DEPRECATED_AT,
+                        "sunset_at": sunset_at,
+                        "link": LINK,
+                        "after_sunset": after_sunset,
+                    }
+                )
+            ],
+        )
+    )
+
+
 EXPECTED_HEADERS = {
     "deprecation": f"@{int(DEPRECATED_AT.timestamp())}",
     "sunset": "Wed, 01 Jul 2026 00:00:00 GMT",
@@ -217,7 +244,12 @@ async def test_no_link_header_without_a_link(open_service: OpenService) -> None:
     policy = Policy(
         versioning=VersioningPolicy(
             deprecated=[
-                DeprecatedVersion(version="v1", deprecated_at=DEPRECATED_AT, sunset_at=SUNSET_AT)
+                DeprecatedVersion(
+                    version="v1",
+                    deprecated_at=DEPRECATED_AT,
+                    sunset_at=SUNSET_AT,
+                    after_sunset="Serve",  # a served version's headers, past its sunset
+                )
             ]
         )
     )
@@ -281,3 +313,70 @@ def test_openapi_command_writes_the_document(
     printed = capsys.readouterr().out
     assert printed == target.read_text(encoding="utf-8") == openapi_document(Settings())
     assert printed.endswith("}\n")
+
+
+async def test_a_version_past_its_sunset_is_gone(
+    open_service: OpenService, callers: Callers
+) -> None:
+    past = datetime.now(UTC) - timedelta(minutes=1)
+    service = await open_service(policy=_retiring(past))
+    for method, path in (
+        ("GET", "/api/v1/products"),
+        ("POST", "/api/v1/products"),
+        ("GET", f"/api/v1/accounts/{uuid.uuid4()}"),
+    ):
+        # Before authentication: the version is gone for everyone.
+        for headers in ({}, callers.a.headers):
+            response = await service.client.request(method, path, headers=headers)
+            body = assert_problem(response, 410, "gone")
+            assert "v1" in body["detail"]
+            links = response.headers.get_list("link")
+            assert '</api/v2>; rel="successor-version"' in links
+            assert f'<{LINK}>; rel="deprecation", <{LINK}>; rel="sunset"' in links
+            assert response.headers["deprecation"] == f"@{int(DEPRECATED_AT.timestamp())}"
+    # The current version is served as ever.
+    served = await service.client.get("/api/v2/products", headers=callers.a.headers)
+    assert served.status_code == 200
+    assert "deprecation" not in served.headers
+
+
+async def test_before_its_sunset_a_retiring_version_is_served(
+    open_service: OpenService, callers: Callers
+) -> None:
+    future = datetime.now(UTC) + timedelta(days=30)
+    service = await open_service(policy=_retiring(future))
+    response = await service.client.get("/api/v1/products", headers=callers.a.headers)
+    assert response.status_code == 200
+    assert "deprecation" in response.headers
+
+
+async def test_the_policy_can_keep_serving_past_the_sunset(
+    open_service: OpenService, callers: Callers
+) -> None:
+    past = datetime.now(UTC) - timedelta(days=1)
+    service = await open_service(policy=_retiring(past, after_sunset="Serve"))
+    response = await service.client.get("/api/v1/products", headers=callers.a.headers)
+    assert response.status_code == 200
+    assert "sunset" in response.headers
+
+
+def _documents_410(settings: Settings) -> dict[str, set[bool]]:
+    found: dict[str, set[bool]] = {"/api/v1": set(), "/api/v2": set()}
+    for path, operations in create_app(settings).openapi()["paths"].items():
+        for prefix, seen in found.items():
+            if path.startswith(prefix + "/"):
+                seen.update("410" in op["responses"] for op in operations.values())
+    return found
+
+
+def test_openapi_lists_410_only_where_a_version_can_be_gone() -> None:
+    past = datetime.now(UTC) - timedelta(days=1)
+    assert _documents_410(Settings()) == {"/api/v1": {False}, "/api/v2": {False}}
+    assert _documents_410(Settings(policy=_retiring(past))) == {
+        "/api/v1": {True},
+        "/api/v2": {False},
+    }
+    assert _documents_410(Settings(policy=_retiring(past, after_sunset="Serve"))) == {
+        "/api/v1": {False},
+        "/api/v2": {False},
+    }

@@ -1,0 +1,1 @@
+-- A GET of wrk's URL with the command line's headers: nothing to add but the report.
