@@ -189,13 +189,21 @@ class _Column:
     name: str
     type: str
     needs_value: bool
+    # A value a single-column CHECK names (`kind IN ('reserve', 'release')` gives `reserve`):
+    # the generic filler would break such a check.
+    allowed: str | None = None
 
 
 async def _columns(conn: psycopg.AsyncConnection[Any], table: str) -> list[_Column]:
     cur = await conn.execute(
         """
         SELECT a.attname, COALESCE(base.typname, t.typname),
-               a.attnotnull AND NOT a.atthasdef AND a.attidentity = '' AND a.attgenerated = ''
+               a.attnotnull AND NOT a.atthasdef AND a.attidentity = '' AND a.attgenerated = '',
+               (SELECT substring(pg_catalog.pg_get_constraintdef(c.oid) FROM '''([^'']*)''')
+                  FROM pg_catalog.pg_constraint c
+                 WHERE c.conrelid = a.attrelid AND c.contype = 'c' AND c.conkey = ARRAY[a.attnum]
+                 ORDER BY c.conname
+                 LIMIT 1)
         FROM pg_catalog.pg_attribute a
         JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
         LEFT JOIN pg_catalog.pg_type base ON t.typtype = 'd' AND base.oid = t.typbasetype
@@ -204,7 +212,10 @@ async def _columns(conn: psycopg.AsyncConnection[Any], table: str) -> list[_Colu
         """,
         (f"{SCHEMA}.{table}",),
     )
-    return [_Column(str(r[0]), str(r[1]), bool(r[2])) for r in await cur.fetchall()]
+    return [
+        _Column(str(r[0]), str(r[1]), bool(r[2]), None if r[3] is None else str(r[3]))
+        for r in await cur.fetchall()
+    ]
 
 
 class _CannotSynthesise(Exception):
@@ -220,6 +231,9 @@ def _row_statement(
         if column.name == tenant_column:
             names.append(column.name)
             values.append(tenant)
+        elif column.needs_value and column.allowed is not None:
+            names.append(column.name)
+            values.append(column.allowed)
         elif column.needs_value:
             filler = _FILLERS.get(column.type)
             if filler is None:

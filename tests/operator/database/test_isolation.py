@@ -32,6 +32,25 @@ _ROWS: dict[str, tuple[str, str]] = {
         " tenant_id = {t}), 1, 5, 'EUR', 'placed'",
     ),
     "outbox": ("topic, payload", "'topic', '{{}}'"),
+    "inbox": ("consumer, message_id", "'c', gen_random_uuid()"),
+    "sagas": (
+        "kind, order_id, account_id, amount_minor, currency, state, deadline_at",
+        "'order_placement', (SELECT id FROM orders WHERE tenant_id = {t}), (SELECT id FROM"
+        " accounts WHERE tenant_id = {t}), 5, 'EUR', 'PENDING', now()",
+    ),
+    "saga_steps": (
+        "saga_id, step, outcome",
+        "(SELECT id FROM sagas WHERE tenant_id = {t}), 'reserve', 'done'",
+    ),
+    "account_entries": (
+        "account_id, saga_id, kind, amount_minor",
+        "(SELECT id FROM accounts WHERE tenant_id = {t}), (SELECT id FROM sagas WHERE"
+        " tenant_id = {t}), 'reserve', 5",
+    ),
+    "notifications": (
+        "order_id, channel, event, subject, body",
+        "(SELECT id FROM orders WHERE tenant_id = {t}), 'email', 'order.confirmed', 's', 'b'",
+    ),
 }
 
 
