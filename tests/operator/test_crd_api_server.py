@@ -35,6 +35,7 @@ from adbm_operator import model
 from adbm_operator.crd import build_crd
 from tests.operator import cel_cost
 from tests.operator.cel import rule_outcomes
+from tests.operator.test_crd import apply_defaults
 
 Schema = dict[str, Any]
 
@@ -52,22 +53,6 @@ def nodes(schema: Schema, path: str = "") -> Iterator[tuple[str, Schema]]:
         yield from nodes(schema["items"], f"{path}[]")
     if isinstance(schema.get("additionalProperties"), dict):
         yield from nodes(schema["additionalProperties"], f"{path}{{}}")
-
-
-def apply_defaults(value: Any, schema: Schema) -> Any:
-    """Structural defaulting (`pkg/apiserver/schema/defaulting/algorithm.go`)."""
-    if isinstance(value, dict) and "properties" in schema:
-        value = dict(value)
-        for name, sub in schema["properties"].items():
-            if name not in value and "default" in sub:
-                value[name] = copy.deepcopy(sub["default"])
-            if name in value:
-                value[name] = apply_defaults(value[name], sub)
-    elif isinstance(value, dict) and isinstance(schema.get("additionalProperties"), dict):
-        value = {k: apply_defaults(v, schema["additionalProperties"]) for k, v in value.items()}
-    elif isinstance(value, list) and "items" in schema:
-        value = [apply_defaults(item, schema["items"]) for item in value]
-    return value
 
 
 # --- root metadata -----------------------------------------------------------------------------
