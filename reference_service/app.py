@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any, Final
 
 from fastapi import FastAPI
+from opentelemetry.sdk.trace import TracerProvider
 
 from reference_service.config import Settings, serving_problems
 from reference_service.domain.resources import RESOURCES
@@ -22,7 +23,7 @@ from reference_service.http import (
 from reference_service.http.representation import V1, Representation
 from reference_service.http.state import open_services
 from reference_service.http.v2 import V2
-from reference_service.observability import tracing
+from reference_service.observability import access, tracing
 from reference_service.policy import RateLimitPolicy
 
 # Every API version, each an adapter over the same resource declarations.
@@ -82,8 +83,11 @@ class ServiceApp(FastAPI):
         return document
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, tracer_provider: TracerProvider | None = None
+) -> FastAPI:
     """A new application; `adbm-service serve` runs it, or uvicorn's `--factory`.
+    `tracer_provider` replaces the one built from the settings (a test's in-memory exporter).
 
     Raises `ServingRefused` for a policy that names routes the service does not serve. The
     app refuses to start (its lifespan raises `ServingRefused`) on settings that must not serve,
@@ -91,7 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     it without serving (the OpenAPI document) needs no secret.
     """
     settings = settings or Settings()
-    tracer_provider = tracing.provider(settings)
+    tracer_provider = tracer_provider or tracing.provider(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -137,6 +141,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(versioning.DeprecationMiddleware, policy=settings.policy.versioning)
     app.add_middleware(ratelimit.RateLimitHeaders)
     app.add_middleware(limits.BodyLimit, max_bytes=settings.max_body_bytes)
+    # Inside the span, so the access line carries the trace id; outside everything else, so
+    # it times and counts every response, errors included.
+    app.add_middleware(access.RequestObservation, on_unhandled=problems.answer_unhandled)
     # Outermost: every response, errors included, is inside the request's span.
     app.add_middleware(
         tracing.RequestSpans,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -28,6 +29,8 @@ from reference_service.db.admin import (
     revoke_api_key,
 )
 from reference_service.db.migrate import create_database, migrate
+from reference_service.observability import logging as service_logging
+from reference_service.observability import metrics
 
 ADMIN_URL_ENV = "ADBM_ADMIN_DATABASE_URL"
 
@@ -78,10 +81,10 @@ def _refuse_to_serve(settings: Settings) -> bool:
         # Serve anyway, as when the database is down at start-up: the pool checks every
         # connection it opens, and /ready reports the role problem once there is an answer.
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(
-            f"warning: cannot check the database role now ({reason});"
-            " every connection is checked when it opens",
-            file=sys.stderr,
+        # A line of the serving process, so JSON like all of them (logging is configured).
+        logging.getLogger("adbm.serve").warning(
+            "cannot check the database role now (%s); every connection is checked when it opens",
+            reason,
         )
     for problem in problems:
         print(f"error: refusing to serve: {problem}", file=sys.stderr)
@@ -92,6 +95,9 @@ def _serve(args: argparse.Namespace) -> int:
     settings = _settings()
     if settings is None:
         return 2
+    # Before anything else writes: from here on every line of the process is JSON. A refusal
+    # below stays a one-line `error:` on stderr, as for every command, and the exit code is 2.
+    service_logging.configure(settings.log_level)
     if _refuse_to_serve(settings):
         return 2
     # Imported here: the admin commands must not pay for the web stack.
@@ -104,11 +110,23 @@ def _serve(args: argparse.Namespace) -> int:
     except ServingRefused as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    try:
+        metrics.serve(settings.metrics_port)
+    except OSError as exc:  # the port is taken, or not ours to bind
+        print(
+            f"error: cannot listen on ADBM_METRICS_PORT {settings.metrics_port}: {exc.strerror}",
+            file=sys.stderr,
+        )
+        return 2
     uvicorn.run(
         app,
         host=args.host,
         port=settings.http_port,
         log_level=settings.log_level.lower(),
+        # Uvicorn's own dictConfig would replace our handler, and its access line knows neither
+        # the route template nor the tenant: `observability.access` writes that one.
+        log_config=None,
+        access_log=False,
         lifespan="on",
         # Inside the pod's 30 s grace period, after the 5 s preStop sleep.
         timeout_graceful_shutdown=20,

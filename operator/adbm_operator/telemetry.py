@@ -1,13 +1,16 @@
 """Operator metrics (Prometheus) and JSON logs.
 
-Metrics follow Prometheus naming (`_total`, `_seconds`). Logs are Kopf's JSON lines: handlers log
-through the object-bound logger Kopf passes them, so every line about an object names it.
+Metrics follow Prometheus naming (`_total`, `_seconds`). Logs are the service's JSON lines
+(`reference_service.observability.logging`: one schema for every ADBM process): handlers log
+through the object-bound logger Kopf passes them, so every line about an object names it under
+`object`.
 """
 
 from __future__ import annotations
 
-import kopf
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from reference_service.observability import logging as service_logging
 
 RECONCILES = Counter(
     "adbm_operator_reconcile_total", "Reconciles of BackendServices, by result.", ["result"]
@@ -38,4 +41,4 @@ def serve_metrics(port: int, address: str = "0.0.0.0") -> None:
 
 def configure_logging(verbose: bool = False) -> None:
     """JSON lines; records about an object carry it under `object` (namespace, name, uid)."""
-    kopf.configure(verbose=verbose, log_format=kopf.LogFormat.JSON, log_refkey="object")
+    service_logging.configure("DEBUG" if verbose else "INFO")

@@ -28,7 +28,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import psycopg
 from psycopg import AsyncConnection, AsyncCursor, sql
@@ -38,6 +38,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from reference_service.config import Settings
 from reference_service.db.role_check import RoleNotIsolated, isolation_problems
 from reference_service.db.schema import check_setting
+from reference_service.observability.tracing import client_span
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,11 @@ _SET_TENANT = sql.SQL("SELECT pg_catalog.set_config(%s, %s, true)")
 _BEGIN = sql.SQL("BEGIN")
 _BEGIN_READ_ONLY = sql.SQL("BEGIN READ ONLY")
 _COMMIT = sql.SQL("COMMIT")
+# Span attributes: one span per pooled unit of work (a read is one round trip), not one per
+# statement: in pipeline mode a statement's own time says nothing.
+_READ: Final = {"db.system.name": "postgresql", "db.operation.name": "read"}
+_TRANSACTION: Final = {"db.system.name": "postgresql", "db.operation.name": "transaction"}
+_PING: Final = {"db.system.name": "postgresql", "db.operation.name": "ping"}
 
 
 class PoolExhausted(Exception):
@@ -84,6 +90,7 @@ class Database:
     """A psycopg connection pool for the app role, configured from `Settings`."""
 
     def __init__(self, settings: Settings, *, name: str = "adbm") -> None:
+        self.name = name
         self._tenant_setting = check_setting(settings.db_tenant_setting)
         self._acquire_timeout = settings.db_pool_acquire_timeout_seconds
         self._in_use = 0
@@ -152,22 +159,23 @@ class Database:
         when no connection is free within the acquire timeout. Do not call `commit()` or
         `rollback()` on the connection; use `conn.transaction()` for a savepoint.
         """
-        conn, _ = await self._begin(tenant_id, _BEGIN, None)
-        try:
+        with client_span("postgresql transaction", _TRANSACTION):
+            conn, _ = await self._begin(tenant_id, _BEGIN, None)
             try:
-                yield conn
-            except BaseException:
-                await _rollback_quietly(conn)
-                raise
-            if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
-                await _rollback_quietly(conn)
-                raise TransactionAborted(
-                    "a statement failed in this transaction and its error was swallowed;"
-                    " the transaction was rolled back"
-                )
-            await conn.commit()
-        finally:
-            await self._checkin(conn)
+                try:
+                    yield conn
+                except BaseException:
+                    await _rollback_quietly(conn)
+                    raise
+                if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+                    await _rollback_quietly(conn)
+                    raise TransactionAborted(
+                        "a statement failed in this transaction and its error was swallowed;"
+                        " the transaction was rolled back"
+                    )
+                await conn.commit()
+            finally:
+                await self._checkin(conn)
 
     async def read(self, tenant_id: uuid.UUID | None, statement: Statement) -> list[DictRow]:
         """Run one read-only statement for `tenant_id` in its own transaction, in one round trip.
@@ -175,12 +183,13 @@ class Database:
         The transaction is READ ONLY: a statement that writes fails instead of committing.
         Raises PoolExhausted like `transaction()`, and the statement's own errors.
         """
-        conn, cur = await self._begin(tenant_id, _BEGIN_READ_ONLY, statement)
-        try:
-            assert cur is not None
-            return await cur.fetchall()
-        finally:
-            await self._checkin(conn)
+        with client_span("postgresql read", _READ):
+            conn, cur = await self._begin(tenant_id, _BEGIN_READ_ONLY, statement)
+            try:
+                assert cur is not None
+                return await cur.fetchall()
+            finally:
+                await self._checkin(conn)
 
     async def ping(self) -> None:
         """One round trip to the database on a pooled connection.
@@ -188,11 +197,12 @@ class Database:
         Raises PoolExhausted when no connection is free, psycopg.OperationalError when the
         database does not answer.
         """
-        conn = await self._getconn(time.monotonic() + self._acquire_timeout)
-        try:
-            await conn.execute("SELECT 1")
-        finally:
-            await self._checkin(conn)
+        with client_span("postgresql ping", _PING):
+            conn = await self._getconn(time.monotonic() + self._acquire_timeout)
+            try:
+                await conn.execute("SELECT 1")
+            finally:
+                await self._checkin(conn)
 
     async def check_isolation(self) -> None:
         """One round trip on a pooled connection: RoleNotIsolated when the role is not (or is
@@ -229,6 +239,17 @@ class Database:
             "idle": s["pool_available"],
             "waiting": s.get("requests_waiting", 0),
             "timeouts": self._timeouts,
+        }
+
+    def pool_stats(self) -> dict[str, int]:
+        """What the metrics' pool collector reads at scrape time (`metrics.PoolStats`)."""
+        s = self.stats()
+        return {
+            "size": s["size"],
+            "in_use": s["in_use"],
+            "waiting": s["waiting"],
+            "max_size": s["max_size"],
+            "acquire_timeouts": s["timeouts"],
         }
 
     # --- internals ----------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from reference_service.http import ratelimit
 from reference_service.http.keycache import Unknown
 from reference_service.http.problems import UNAUTHORIZED, Problem
 from reference_service.http.state import Svc
+from reference_service.observability.access import bind_tenant
 
 __all__ = ["CurrentPrincipal", "Principal", "actor", "current_principal"]
 
@@ -46,6 +47,7 @@ async def current_principal(
     key = None if credentials is None else credentials.credentials
     cached = None if key is None else svc.key_cache.get(key)
     if cached is not None and not isinstance(cached, Unknown):
+        bind_tenant(request.scope, str(cached.tenant_id))
         return cached
     limiter = svc.rate_limiter
     if key is None or cached is not None:
@@ -64,6 +66,7 @@ async def current_principal(
         await ratelimit.enforce_unauthenticated(limiter, request, response)
         # The same answer for a malformed, unknown or revoked key: nothing to probe for.
         raise _refused("The API key is not valid.")
+    bind_tenant(request.scope, str(principal.tenant_id))
     return principal
 
 

@@ -50,6 +50,8 @@ from reference_service.http.problems import (
     Problem,
     retry_after,
 )
+from reference_service.observability import metrics
+from reference_service.observability.tracing import client_span
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,7 @@ KEY_HEADER: Final = "Idempotency-Key"
 REPLAYED_HEADER: Final = "Idempotent-Replayed"
 DEFAULT_LOCK_SECONDS: Final = 30.0
 # Visible ASCII only: the key goes into a Redis key and into logs.
+_SPAN: Final = {"db.system.name": "redis", "db.operation.name": "EVALSHA"}
 _KEY_PATTERN: Final = re.compile(r"[\x21-\x7e]{1,255}")
 # What a replay must repeat to be the same answer; framing headers (length, date) are recomputed.
 STORED_HEADERS: Final = frozenset(
@@ -169,10 +172,11 @@ class Idempotency:
 
     async def begin(self, tenant_id: UUID, key: str, request_fingerprint: str) -> Outcome:
         token = secrets.token_hex(16)
-        reply = await self._script(
-            keys=[self.record_key(tenant_id, key)],
-            args=["begin", request_fingerprint, token, self.lock_ms],
-        )
+        with client_span("redis idempotency begin", _SPAN):
+            reply = await self._script(
+                keys=[self.record_key(tenant_id, key)],
+                args=["begin", request_fingerprint, token, self.lock_ms],
+            )
         verdict = _bytes(reply[0])
         if verdict == b"new":
             return New(token)
@@ -186,24 +190,26 @@ class Idempotency:
     async def store(self, tenant_id: UUID, key: str, token: str, response: StoredResponse) -> bool:
         """Record the response; False when `token` no longer owns the lock (it expired and
         another request took the key over), in which case nothing is written."""
-        stored = await self._script(
-            keys=[self.record_key(tenant_id, key)],
-            args=[
-                "store",
-                token,
-                self.ttl_ms,
-                response.status,
-                json.dumps(response.headers),
-                response.body,
-            ],
-        )
+        with client_span("redis idempotency store", _SPAN):
+            stored = await self._script(
+                keys=[self.record_key(tenant_id, key)],
+                args=[
+                    "store",
+                    token,
+                    self.ttl_ms,
+                    response.status,
+                    json.dumps(response.headers),
+                    response.body,
+                ],
+            )
         return int(stored) == 1
 
     async def release(self, tenant_id: UUID, key: str, token: str) -> bool:
         """Drop the lock so a retry can run; False when `token` does not own it."""
-        released = await self._script(
-            keys=[self.record_key(tenant_id, key)], args=["release", token]
-        )
+        with client_span("redis idempotency release", _SPAN):
+            released = await self._script(
+                keys=[self.record_key(tenant_id, key)], args=["release", token]
+            )
         return int(released) == 1
 
 
@@ -223,6 +229,14 @@ class _Slot:
 
 class _Replayed(Exception):
     """Raised by `decide` to skip the route; the middleware answers with the stored response."""
+
+
+_OUTCOME_LABELS: Final[dict[type, str]] = {
+    New: "new",
+    Done: "replayed",
+    InFlight: "in_flight",
+    Mismatch: "mismatch",
+}
 
 
 def _unavailable() -> Problem:
@@ -251,7 +265,9 @@ async def decide(engine: Idempotency, request: Request, tenant_id: UUID) -> None
         outcome = await engine.begin(tenant_id, key, fingerprint(request.method, target, body))
     except (RedisError, OSError) as exc:
         log.warning("idempotency store unavailable: %s", exc)
+        metrics.IDEMPOTENCY_OUTCOMES.labels("unavailable").inc()
         raise _unavailable() from exc
+    metrics.IDEMPOTENCY_OUTCOMES.labels(_OUTCOME_LABELS[type(outcome)]).inc()
     if isinstance(outcome, New):
         slot.claim = _Claim(engine, tenant_id, key, outcome.token)
         return

@@ -29,6 +29,7 @@ from reference_service.db.pool import PoolExhausted
 from reference_service.db.repository import NotFound, StaleVersion
 from reference_service.domain.common import Refused
 from reference_service.domain.orders import OrderRejected
+from reference_service.observability import metrics
 from reference_service.observability.tracing import current_trace_id
 
 log = logging.getLogger(__name__)
@@ -269,6 +270,7 @@ def problem_response(
     if trace_id is not None:
         body["trace_id"] = trace_id  # what an operator searches the traces and logs by
     body.update(extra or {})
+    metrics.PROBLEMS.labels(kind.slug, str(kind.status)).inc()
     return JSONResponse(body, status_code=kind.status, headers=headers, media_type=MEDIA_TYPE)
 
 
@@ -367,6 +369,7 @@ async def _on_http(request: Request, exc: Exception) -> JSONResponse:
     trace_id = current_trace_id()
     if trace_id is not None:
         body["trace_id"] = trace_id
+    metrics.PROBLEMS.labels("about:blank", str(exc.status_code)).inc()
     return JSONResponse(body, status_code=exc.status_code, headers=headers, media_type=MEDIA_TYPE)
 
 

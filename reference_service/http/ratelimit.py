@@ -99,6 +99,8 @@ from reference_service.http.problems import (
     Problem,
     retry_after,
 )
+from reference_service.observability import metrics
+from reference_service.observability.tracing import client_span
 from reference_service.policy import Quota, RateLimitPolicy
 
 __all__ = [
@@ -136,6 +138,9 @@ Source = Literal["redis", "local", "unavailable"]
 def _sf_string(value: str) -> str:
     """An RFC 9651 sf-string: quoted, with `\\` and `"` escaped."""
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+_SPAN: Final = {"db.system.name": "redis", "db.operation.name": "EVALSHA"}
 
 
 @dataclass(frozen=True)
@@ -350,12 +355,14 @@ class RateLimiter:
             limited.quota.burst,
             "0" if charge else "1",
         )
-        try:
-            reply: list[Any] = await self._redis.evalsha(SCRIPT_SHA, 1, key, *args)
-        except NoScriptError:
-            # A restarted or flushed Redis forgot the script: load it once, then go on by hash.
-            await self._redis.script_load(SCRIPT)
-            reply = await self._redis.evalsha(SCRIPT_SHA, 1, key, *args)
+        with client_span("redis ratelimit", _SPAN):
+            try:
+                reply: list[Any] = await self._redis.evalsha(SCRIPT_SHA, 1, key, *args)
+            except NoScriptError:
+                # A restarted or flushed Redis forgot the script: load it once, then go on by
+                # hash.
+                await self._redis.script_load(SCRIPT)
+                reply = await self._redis.evalsha(SCRIPT_SHA, 1, key, *args)
         return reply
 
 
@@ -365,7 +372,15 @@ async def enforce(
     """Admit the request or raise the refusal; `scope_id` names the bucket's owner."""
     route = request.scope.get("route")
     template: str = getattr(route, "path", request.url.path)
-    return admit(request, response, await limiter.check(scope_id, request.method, template))
+    decision = await limiter.check(scope_id, request.method, template)
+    _count(decision)
+    return admit(request, response, decision)
+
+
+def _count(decision: Decision) -> None:
+    metrics.RATE_LIMIT_DECISIONS.labels(
+        "admitted" if decision.allowed else "limited", decision.source
+    ).inc()
 
 
 async def enforce_unauthenticated(
@@ -374,6 +389,8 @@ async def enforce_unauthenticated(
     """Admit a request without a valid key (none, unknown or revoked) from this client address,
     or raise the refusal; `charge=False` (before a key's lookup) counts nothing."""
     decision = await limiter.check_unauthenticated(client_scope(request), charge=charge)
+    if charge:  # a look that counts nothing is no decision either
+        _count(decision)
     return admit(request, response, decision)
 
 

@@ -24,6 +24,7 @@ from reference_service.http.idempotency import Idempotency
 from reference_service.http.keycache import KeyCache
 from reference_service.http.pagination import CursorCodec
 from reference_service.http.ratelimit import RateLimiter
+from reference_service.observability import metrics
 
 # Redis answers in well under a millisecond when healthy; a request must not hang on it when it
 # is not. The rate limiter and idempotency decide what a timeout means for them.
@@ -71,6 +72,8 @@ async def open_services(
     # Without waiting for the first connections: a database that is down at start-up makes the
     # pod not ready (/ready) rather than crash-looping, and the pool keeps trying.
     await database.open(wait=False)
+    # Read at scrape time; the collector holds it weakly, so a closed app's pool drops out.
+    metrics.POOLS.watch(database)
     redis = redis_client(settings.redis_url.get_secret_value())
     caches: dict[str, TableCache[Any]] = {
         spec.name: TableCache(redis, database, settings, spec.table, spec.item)

@@ -8,6 +8,7 @@ the schema whatever library wrote it. The schema:
 - `trace_id`, `span_id` of the current OpenTelemetry span, when there is one;
 - whatever the request bound with `bind_request()`: `request_id`, `tenant`, `route` (the
   template, never the raw path), and, on the access line, `status` and `duration_ms`;
+- `object` (`namespace`, `name`, `uid`) on the operator's lines about a Kubernetes object;
 - `exception` (the formatted traceback) on error lines.
 
 Secrets never reach the output: `redact` runs last before rendering, on every line.
@@ -15,6 +16,7 @@ Secrets never reach the output: `redact` runs last before rendering, on every li
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -62,11 +64,21 @@ _QUOTED_FIELD: Final = re.compile(
 )
 
 
+# What every pattern above needs somewhere in the text: one search clears the typical string (a
+# route, an id, a status) instead of four substitutions, on every field of every line.
+_MAY_HOLD_SECRET: Final = re.compile(
+    r"(?i)@|pass(?:word|wd)|authorization|idempotency|api[-_]key|cookie|secret|token"
+)
+
+
+@functools.lru_cache(maxsize=1024)
 def _secret_field(name: object) -> bool:
     return isinstance(name, str) and name.lower().replace("-", "_") in SECRET_FIELDS
 
 
 def redact_text(text: str) -> str:
+    if _MAY_HOLD_SECRET.search(text) is None:
+        return text
     text = _URL_PASSWORD.sub(rf"\g<head>{REDACTED}", text)
     text = _QUOTED_FIELD.sub(rf"\g<head>\g<quote>{REDACTED}\g<quote>", text)
     text = _KEYWORD_PASSWORD.sub(rf"\g<head>{REDACTED}", text)
@@ -83,11 +95,20 @@ def _redact_value(value: Any) -> Any:
     return value
 
 
+# Fields this module and the access line produce themselves, from values that cannot hold a
+# secret (a clock, ids in hex, a route template, a status): not searched, on every line.
+_OWN_FIELDS: Final = frozenset(
+    {"timestamp", "level", "logger", "trace_id", "span_id", "route", "method", "status"}
+)
+
+
 def redact(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     """structlog processor: secret fields blanked, credentials cut out of every string."""
     for key, value in event_dict.items():
+        if key in _OWN_FIELDS:
+            continue
         event_dict[key] = REDACTED if _secret_field(key) else _redact_value(value)
     return event_dict
 
@@ -100,6 +121,18 @@ def add_trace_context(
     if context.is_valid:
         event_dict.setdefault("trace_id", f"{context.trace_id:032x}")
         event_dict.setdefault("span_id", f"{context.span_id:016x}")
+    return event_dict
+
+
+def add_kube_object(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: a Kopf object logger's line names its object as `object`
+    (namespace, name, uid). Kopf passes the object's reference as the record's `k8s_ref`."""
+    record = event_dict.get("_record")
+    ref = getattr(record, "k8s_ref", None)
+    if isinstance(ref, Mapping):
+        event_dict["object"] = {key: ref.get(key) for key in ("namespace", "name", "uid")}
     return event_dict
 
 
@@ -129,32 +162,91 @@ def _shared_processors() -> list[Any]:
     return [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
         add_trace_context,
     ]
 
 
+def _enabled_for_its_logger(
+    logger: Any, method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    # The standard library's levels decide for structlog's lines too (the root level from the
+    # settings, any per-logger level, a disabled logger): one rule for every line.
+    level = _LEVELS.get(method, logging.ERROR)
+    if not logging.getLogger(logger.name).isEnabledFor(level):
+        raise structlog.DropEvent
+    event_dict["logger"] = logger.name
+    return event_dict
+
+
+_LEVELS: Final = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "exception": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+
+
+def _final_processors() -> list[Any]:
+    return [
+        structlog.processors.format_exc_info,
+        redact,
+        _order_fields,
+        structlog.processors.JSONRenderer(sort_keys=False),
+    ]
+
+
+class _HandlerSink:
+    """structlog's output: the rendered line written to the standard-library handler's
+    stream under that handler's lock, so both kinds of lines interleave whole."""
+
+    def __init__(self, handler: logging.StreamHandler[TextIO], name: str) -> None:
+        self._handler = handler
+        self.name = name
+
+    def msg(self, line: str) -> None:
+        handler = self._handler
+        handler.acquire()
+        try:
+            handler.stream.write(line + "\n")
+            handler.flush()
+        finally:
+            handler.release()
+
+    debug = info = warning = error = critical = exception = log = msg
+
+
 def configure(level: str = "INFO", stream: TextIO | None = None) -> None:
     """Route every logger of the process, structlog's and the standard library's, to one JSON
-    handler on `stream` (standard output by default) at `level`. Idempotent."""
-    handler = logging.StreamHandler(stream or sys.stdout)
+    handler on `stream` at `level`. Idempotent. The default stream is standard error, as for
+    uvicorn and Kopf: standard output stays the commands' own (a key, a table, JSON).
+
+    A standard-library record is rendered by the handler's `ProcessorFormatter`; a structlog
+    line (the access line on every request) skips the standard library and is rendered by
+    structlog's own chain straight to the same stream: a LogRecord and its copy cost more than
+    the rest of the line."""
+    handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=_shared_processors(),
+            foreign_pre_chain=[
+                *_shared_processors(),
+                structlog.stdlib.add_logger_name,
+                add_kube_object,
+            ],
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 _rename_message,
-                structlog.processors.format_exc_info,
-                redact,
-                _order_fields,
-                structlog.processors.JSONRenderer(sort_keys=False),
+                *_final_processors(),
             ],
         )
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Warnings (deprecations, unawaited coroutines) are lines of the process too.
+    logging.captureWarnings(True)
     # Libraries that install handlers of their own would print a second, non-JSON copy; a level
     # of their own (uvicorn.Config sets one on uvicorn.error) would override `level`.
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "aio_pika", "aiormq"):
@@ -164,20 +256,31 @@ def configure(level: str = "INFO", stream: TextIO | None = None) -> None:
         library.setLevel(logging.NOTSET)
     # The access line is ours (`access_line`): it knows the route template and the tenant.
     logging.getLogger("uvicorn.access").disabled = True
+    sinks: dict[str, _HandlerSink] = {}
+
+    def sink(name: str = "root", *_args: Any) -> _HandlerSink:
+        found = sinks.get(name)
+        if found is None:
+            found = sinks[name] = _HandlerSink(handler, name)
+        return found
+
     structlog.configure(
         processors=[
+            _enabled_for_its_logger,
             *_shared_processors(),
             structlog.processors.StackInfoRenderer(),
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+            *_final_processors(),
         ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
+        logger_factory=sink,
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+        # Not cached: a module-level logger must follow a later `configure` (a new stream).
+        cache_logger_on_first_use=False,
     )
 
 
 def get_logger(name: str) -> Any:
-    return structlog.stdlib.get_logger(name)
+    """A structlog logger whose lines name `name` as their `logger`."""
+    return structlog.get_logger(name)
 
 
 def bind_request(**fields: Any) -> None:

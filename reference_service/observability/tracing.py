@@ -10,13 +10,16 @@ collector sidecar when the environment names one (`OTEL_EXPORTER_OTLP_ENDPOINT`,
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.util.types import AttributeValue
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reference_service.config import Settings
@@ -37,6 +40,31 @@ def provider(settings: Settings) -> TracerProvider:
 
         tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
     return tracer_provider
+
+
+# The tracer of the request (or message) being handled, so that code below the HTTP layer
+# (the pool, the Redis engines) starts its spans with the provider of the app that serves it,
+# without a process-global provider that every app and test would share.
+_TRACER: ContextVar[trace.Tracer | None] = ContextVar("adbm_tracer", default=None)
+
+
+def use_tracer(tracer: trace.Tracer) -> None:
+    """Child spans of the current context (`client_span`) are started with `tracer`."""
+    _TRACER.set(tracer)
+
+
+@contextmanager
+def client_span(name: str, attributes: Mapping[str, AttributeValue]) -> Iterator[None]:
+    """A CLIENT span around one call to a backend (PostgreSQL, Redis, RabbitMQ), child of the
+    current span. Nothing is built when that span is not recorded (the sampler said no, or
+    there is none): the sampler is parent-based, so the child would be dropped anyway, and the
+    unsampled majority of requests pays one context-variable read."""
+    tracer = _TRACER.get()
+    if tracer is None or not trace.get_current_span().is_recording():
+        yield
+        return
+    with tracer.start_as_current_span(name, kind=trace.SpanKind.CLIENT, attributes=attributes):
+        yield
 
 
 def current_trace_id() -> str | None:
@@ -67,17 +95,22 @@ class RequestSpans:
             return
         carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         parent = propagate.extract(carrier)
-        name = f"{scope['method']} {scope['path']}"
+        method = scope["method"]
+        # Each request runs in a task of its own: this binding ends with it.
+        _TRACER.set(self.tracer)
+        # Named by the method alone until the router has matched a route: the raw path would
+        # make one span name per id.
         with self.tracer.start_as_current_span(
-            name, context=parent, kind=trace.SpanKind.SERVER
+            method, context=parent, kind=trace.SpanKind.SERVER
         ) as span:
-            span.set_attribute("http.request.method", scope["method"])
-            span.set_attribute("url.path", scope["path"])
+            span.set_attribute("http.request.method", method)
             started = False
 
             async def tracked_send(message: Message) -> None:
                 nonlocal started
-                started = started or message["type"] == "http.response.start"
+                if message["type"] == "http.response.start":
+                    started = True
+                    span.set_attribute("http.response.status_code", message["status"])
                 await send(message)
 
             try:
@@ -86,3 +119,8 @@ class RequestSpans:
                 span.record_exception(exc)
                 span.set_status(trace.StatusCode.ERROR)
                 await self.on_unhandled(exc, scope, receive, tracked_send, started=started)
+            finally:
+                template = getattr(scope.get("route"), "path", None)
+                if isinstance(template, str):
+                    span.update_name(f"{method} {template}")
+                    span.set_attribute("http.route", template)

@@ -175,7 +175,6 @@ def test_api_pod_readiness_and_liveness_pass(api_pod: Pod) -> None:
     probe_passes(api_pod, "livenessProbe")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: metrics listener")
 def test_api_pod_metrics_port_answers_prometheus_text(api_pod: Pod) -> None:
     check_metrics(api_pod)
 

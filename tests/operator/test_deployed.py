@@ -328,11 +328,9 @@ async def one_acts_and_uses_every_granted_call(
     await until(warned, timeout=WAIT, what="a Warning event about the invalid spec")
 
     lines = log_lines(standby)
-    paused_at = next(
-        (i for i, line in enumerate(lines) if line["message"].startswith(PAUSED)), None
-    )
+    paused_at = next((i for i, line in enumerate(lines) if line["event"].startswith(PAUSED)), None)
     if paused_at is None:  # the second replica, the lower: paused from its start, never resumed
-        assert not [line for line in lines if line["message"].startswith("Resuming")]
+        assert not [line for line in lines if line["event"].startswith("Resuming")]
     handled = [line for line in lines[paused_at or 0 :] if line.get("object")]
     assert handled == [], "the replica standing by handles nothing while the other acts"
     assert any((line.get("object") or {}).get("name") == "payments" for line in log_lines(acting))

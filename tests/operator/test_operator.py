@@ -816,11 +816,27 @@ async def test_the_cli_runs_the_operator_with_metrics_and_liveness(
     finally:
         process.terminate()
         output, _ = await asyncio.wait_for(process.communicate(), timeout=30)
-    lines = [json.loads(line) for line in output.decode().splitlines() if line.startswith("{")]
+    # Every line, Kopf's and aiohttp's included, from start to SIGTERM: one JSON object of the
+    # service's schema (`reference_service.observability.logging`).
+    lines = []
+    for text in output.decode().splitlines():
+        try:
+            line = json.loads(text)
+        except json.JSONDecodeError:
+            pytest.fail(f"not a JSON line: {text!r}")
+        assert list(line)[:4] == ["timestamp", "level", "event", "logger"], text
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z", line["timestamp"]), text
+        lines.append(line)
     assert lines, output.decode()[-2000:]
     about_shop = [line for line in lines if (line.get("object") or {}).get("name") == "shop"]
     assert about_shop, "log lines about the BackendService name it"
-    assert all(line["object"]["namespace"] == NS for line in about_shop)
+    created = await get(cluster, "BackendService", "shop")
+    uid = created["metadata"]["uid"] if created else None
+    objects = [line["object"] for line in about_shop]
+    # Other watched objects may share the name (its Secret): each line names its own uid.
+    assert all(set(o) == {"namespace", "name", "uid"} and o["uid"] for o in objects), objects
+    assert all(o["namespace"] == NS for o in objects), objects
+    assert {"namespace": NS, "name": "shop", "uid": uid} in objects
 
 
 async def _probe(port: int, path: str) -> tuple[int, str] | None:

@@ -133,10 +133,14 @@ def test_serve_answers_health_over_real_http(database_urls: Any) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        metrics_port = s.getsockname()[1]
     env = {
         **os.environ,
         "ADBM_DATABASE_URL": database_urls.app_url,
         "ADBM_HTTP_PORT": str(port),
+        "ADBM_METRICS_PORT": str(metrics_port),
         # As the operator renders it: a key of its own, in the default (production) environment.
         "ADBM_CURSOR_SECRET": uuid.uuid4().hex + uuid.uuid4().hex,
     }

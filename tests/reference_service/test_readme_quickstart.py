@@ -80,6 +80,8 @@ def test_the_readme_quickstart_serves_a_request(tmp_path: Path) -> None:
         ADBM_ADMIN_DATABASE_URL=conninfo(name),
         ADBM_DATABASE_URL=conninfo(name, user=role, password=f"pw-{suffix}"),
         ADBM_HTTP_PORT=str(_free_port()),
+        # Its metrics listener too: 9090 may be another test's on a shared machine.
+        ADBM_METRICS_PORT=str(_free_port()),
         ADBM_REDIS_KEY_PREFIX=f"test-{suffix}:",
     )
     out, err = tmp_path / "stdout", tmp_path / "stderr"

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from opentelemetry.sdk.trace import TracerProvider
 
 from reference_service.app import create_app
 from reference_service.config import Settings
@@ -65,10 +66,11 @@ async def _fresh_idempotency_key(request: httpx.Request) -> None:
 @pytest.fixture
 async def open_service(database_urls: DatabaseUrls) -> AsyncIterator[OpenService]:
     """Factory: a started app (lifespan entered) and a client for it; `Settings` overrides as
-    keyword arguments. Everything is shut down after the test."""
+    keyword arguments (and `tracer_provider`, for the app's spans). Everything is shut down
+    after the test."""
     async with AsyncExitStack() as stack:
 
-        async def open_(**overrides: Any) -> Service:
+        async def open_(tracer_provider: TracerProvider | None = None, **overrides: Any) -> Service:
             defaults: dict[str, Any] = {
                 "database_url": database_urls.app_url,
                 "db_pool_min_size": 0,
@@ -87,7 +89,7 @@ async def open_service(database_urls: DatabaseUrls) -> AsyncIterator[OpenService
                 ),
             }
             settings = Settings(**{**defaults, **overrides})
-            app = create_app(settings)
+            app = create_app(settings, tracer_provider)
             await stack.enter_async_context(app.router.lifespan_context(app))
             # raise_app_exceptions=False: see the 500 response, as a real client would, instead
             # of the exception Starlette re-raises for the server to log.
