@@ -8,8 +8,9 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -382,13 +383,15 @@ def _add_listing_commands(
     key_revoke.set_defaults(func=_revoke_key)
 
 
-def _logging(settings: Settings) -> None:
-    import logging
-
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+def _run_logged(name: str, main: Coroutine[Any, Any, None]) -> int:
+    """Run a worker process's main coroutine; a crash is a JSON error line too (with its
+    traceback in `exception`), never Python's bare traceback on stderr, and exits 1."""
+    try:
+        asyncio.run(main)
+    except Exception:
+        logging.getLogger(name).exception("%s crashed", name)
+        return 1
+    return 0
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -402,9 +405,12 @@ def _worker(args: argparse.Namespace) -> int:
     except worker.UnknownQueue as exc:
         print(f"error: --queues: {exc}", file=sys.stderr)
         return 2
-    _logging(settings)
-    asyncio.run(worker.run(settings, queues, prefetch=args.prefetch, relay=not args.no_relay))
-    return 0
+    # Before anything else writes: from here on every line of the process is JSON.
+    service_logging.configure(settings.log_level)
+    return _run_logged(
+        "adbm.worker",
+        worker.run(settings, queues, prefetch=args.prefetch, relay=not args.no_relay),
+    )
 
 
 def _relay(args: argparse.Namespace) -> int:
@@ -413,9 +419,8 @@ def _relay(args: argparse.Namespace) -> int:
         return 2
     from reference_service.messaging import worker
 
-    _logging(settings)
-    asyncio.run(worker.run_relay(settings))
-    return 0
+    service_logging.configure(settings.log_level)
+    return _run_logged("adbm.relay", worker.run_relay(settings))
 
 
 def _prefetch(value: str) -> int:

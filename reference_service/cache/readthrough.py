@@ -19,6 +19,12 @@
 A hit costs one round trip (read.lua returns the filter's verdict, the entry and its
 generation together).
 
+Every `get` counts one lookup in `adbm_cache_lookups_total` by its result: `hit` (a fresh entry),
+`negative_hit` (a cached "no such row"), `stale` (served while another caller rebuilds),
+`filtered` (refused by the Bloom filter) or `miss` (this caller loaded the row, there being no
+entry or one due for refresh, or waited for the caller that did: a wait also counts one
+`adbm_cache_stampede_waits_total`).
+
 Entries are JSON: `{"v": value or null, "exp": logical expiry (ms since the epoch), "d": how
 long the last load took (ms)}`.
 """
@@ -40,6 +46,7 @@ from uuid import UUID
 from redis.asyncio import Redis
 
 from reference_service.cache.bloom import BloomShape
+from reference_service.observability import metrics
 
 Loader = Callable[[], Awaitable[dict[str, Any] | None]]
 """Reads the row from the database; None when it does not exist (for this tenant)."""
@@ -91,6 +98,12 @@ class ReadThrough:
     stats: CacheStats = field(default_factory=CacheStats)
 
     def __post_init__(self) -> None:
+        # The children of this cache's series, looked up once (`labels()` locks on each call).
+        self._lookups = {
+            result: metrics.CACHE_LOOKUPS.labels(self.namespace, result)
+            for result in ("hit", "negative_hit", "stale", "filtered", "miss")
+        }
+        self._waits = metrics.CACHE_STAMPEDE_WAITS.labels(self.namespace)
         self._read = self.redis.register_script(_script("read.lua"))
         self._store = self.redis.register_script(_script("store.lua"))
         self._unlock = self.redis.register_script(_script("unlock.lua"))
@@ -123,15 +136,18 @@ class ReadThrough:
             on_unbuilt()
         if verdict == 0:
             self.stats.refused_by_filter += 1
+            self._lookups["filtered"].inc()
             return None
         if raw is not None:
             entry = json.loads(raw)
             if not self._should_refresh(entry):
                 self.stats.hits += 1
+                self._lookups["hit" if entry["v"] is not None else "negative_hit"].inc()
                 return _value(entry)
             token = await self._lock(keys)
             if token is None:
                 self.stats.stale_served += 1
+                self._lookups["stale"].inc()
                 return _value(entry)
             return await self._rebuild(keys, token, loader)
         return await self._wait_or_build(keys, loader, generation)
@@ -158,6 +174,7 @@ class ReadThrough:
                 entry = json.loads(raw)
                 if float(entry["exp"]) > time.time() * 1000 and not self._should_refresh(entry):
                     self.stats.hits += 1
+                    self._lookups["hit" if entry["v"] is not None else "negative_hit"].inc()
                     return _value(entry)
             return await self._load(keys, loader, generation or b"0")
         finally:
@@ -169,6 +186,7 @@ class ReadThrough:
         started = time.monotonic()
         value = await loader()
         self.stats.loads += 1
+        self._lookups["miss"].inc()
         delta_ms = (time.monotonic() - started) * 1000
         ttl = self.policy.ttl_seconds if value is not None else self.policy.null_ttl_seconds
         ttl *= 1 - self.policy.jitter * self.rng()
@@ -187,16 +205,21 @@ class ReadThrough:
         ends when the entry appears, or when the mutex is gone (its holder finished without
         storing, or died and its lease ran out): then this caller tries to take it."""
         pause = 0.005
+        waited = False
         while True:
             token = await self._lock(keys)
             if token is not None:
                 return await self._rebuild(keys, token, loader)
             self.stats.waits += 1
+            if not waited:
+                waited = True
+                self._waits.inc()
             while True:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 0.05)
                 raw, holder = await self.redis.mget(keys.entry, keys.lock)
                 if raw is not None:
+                    self._lookups["miss"].inc()
                     return _value(json.loads(raw))
                 if holder is None:
                     break

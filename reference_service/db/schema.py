@@ -48,7 +48,7 @@ TABLES: Mapping[str, tuple[str, ...]] = {
         "status",
         "status_reason",
     ),
-    "outbox": (*_SCOPED, "topic", "payload", "published_at"),
+    "outbox": (*_SCOPED, "topic", "payload", "published_at", "traceparent", "tracestate"),
     "inbox": (*_SCOPED, "consumer", "message_id"),
     "sagas": (
         *_SCOPED,

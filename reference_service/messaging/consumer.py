@@ -13,35 +13,63 @@ instead. A message that cannot be read at all goes to the dead-letter queue at o
 Shutdown (`stop`): the consumers are cancelled (no new deliveries), in-flight handlers get the
 grace period to finish and ack; any still running after it are cancelled and their messages,
 never acked, are requeued by the broker when the channel closes.
+
+Each delivery is handled in a CONSUMER span, child of the span that published it (the
+message's `traceparent`), with its queue and message id bound to every log line written while
+it is handled; one `message` line per delivery says how it ended, and
+`adbm_messages_consumed_total` counts it by queue and result.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import aio_pika
+import structlog
 from aio_pika.abc import (
     AbstractChannel,
     AbstractConnection,
     AbstractIncomingMessage,
     AbstractQueue,
 )
-from prometheus_client import Counter
+from opentelemetry import trace
 
 from reference_service.messaging import topology
-from reference_service.messaging.envelope import Envelope, MalformedMessage, from_message
+from reference_service.messaging.envelope import (
+    ATTEMPT_HEADER,
+    Envelope,
+    MalformedMessage,
+    from_message,
+)
 from reference_service.messaging.faults import crash_point
+from reference_service.observability import metrics, tracing
+from reference_service.observability.logging import get_logger
 
 log = logging.getLogger(__name__)
+# The line per delivery, as the access line is per request.
+message_log = get_logger("adbm.consume")
 
-MESSAGES = Counter(
-    "adbm_worker_messages_total",
-    "Deliveries handled by this worker, by queue and outcome (acked, retried, dead_lettered).",
-    ["queue", "outcome"],
-)
+
+@dataclass
+class _Handling:
+    duplicate: bool = False
+
+
+# The delivery the current task handles, so the inbox can say it was applied before.
+_HANDLING: ContextVar[_Handling | None] = ContextVar("adbm_handling", default=None)
+
+
+def note_duplicate() -> None:
+    """Called by the inbox when the message being handled was applied before: the delivery is
+    then counted as a duplicate, not as applied."""
+    handling = _HANDLING.get()
+    if handling is not None:
+        handling.duplicate = True
 
 
 @dataclass(frozen=True)
@@ -69,8 +97,10 @@ class Consumer:
         prefix: str,
         prefetch: int,
         backoff: topology.Backoff,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self._connection = connection
+        self._tracer = tracer or tracing.tracer()
         self._handlers = dict(handlers)
         self._prefix = prefix
         self._prefetch = prefetch
@@ -128,13 +158,51 @@ class Consumer:
                 await channel.close()
 
     async def _process(self, logical: str, message: AbstractIncomingMessage) -> None:
+        began = time.perf_counter()
+        # Each delivery runs in a task of its own (aiormq's): these bindings end with it.
+        tracing.use_tracer(self._tracer)
+        handling = _Handling()
+        _HANDLING.set(handling)
+        result = "requeued"
+        attempt = (message.headers or {}).get(ATTEMPT_HEADER)
+        with (
+            structlog.contextvars.bound_contextvars(queue=logical, message_id=message.message_id),
+            self._tracer.start_as_current_span(
+                f"process {logical}",
+                context=tracing.context_from(message.headers or {}),
+                kind=trace.SpanKind.CONSUMER,
+                attributes={
+                    "messaging.system": "rabbitmq",
+                    "messaging.operation.type": "process",
+                    "messaging.destination.name": self._name(logical),
+                    "messaging.message.id": message.message_id or "",
+                },
+            ) as span,
+        ):
+            try:
+                result = await self._handle(logical, message, handling)
+            finally:
+                span.set_attribute("adbm.message.result", result)
+                metrics.MESSAGES_CONSUMED.labels(logical, result).inc()
+                message_log.info(
+                    "message",
+                    result=result,
+                    attempt=attempt if isinstance(attempt, int) else None,
+                    duration_ms=round((time.perf_counter() - began) * 1000, 3),
+                )
+        if result in ("acked", "duplicate"):
+            crash_point(f"after_ack:{logical}")
+
+    async def _handle(
+        self, logical: str, message: AbstractIncomingMessage, handling: _Handling
+    ) -> str:
+        """Handle and settle one delivery; its result (a label of MESSAGES_CONSUMED)."""
         try:
             envelope = from_message(message)
         except MalformedMessage as exc:
             log.error("unreadable message on %s (%s): dead-lettered", logical, exc)
             await self._publish_raw_dead(logical, message, str(exc))
-            await self._ack(message, logical, "dead_lettered")
-            return
+            return await self._ack(message, logical, "dead_lettered")
         delivery = Delivery(envelope, logical, final=envelope.attempt >= self._backoff.max_attempts)
         try:
             await self._handlers[logical](delivery)
@@ -150,32 +218,30 @@ class Consumer:
                     exc,
                 )
                 await self._publish(topology.dead_queue_name(self._name(logical)), envelope)
-                await self._ack(message, logical, "dead_lettered")
-            else:
-                delay = self._backoff.delay_ms(envelope.attempt)
-                log.info(
-                    "message %s on %s failed on attempt %d (%s): retry in %d ms",
-                    envelope.message_id,
-                    logical,
-                    envelope.attempt,
-                    exc,
-                    delay,
-                )
-                await self._publish(
-                    topology.delay_queue_name(self._name(logical), delay), envelope.next_attempt()
-                )
-                await self._ack(message, logical, "retried")
-            return
-        await self._ack(message, logical, "acked")
-        crash_point(f"after_ack:{logical}")
+                return await self._ack(message, logical, "dead_lettered")
+            delay = self._backoff.delay_ms(envelope.attempt)
+            log.info(
+                "message %s on %s failed on attempt %d (%s): retry in %d ms",
+                envelope.message_id,
+                logical,
+                envelope.attempt,
+                exc,
+                delay,
+            )
+            await self._publish(
+                topology.delay_queue_name(self._name(logical), delay), envelope.next_attempt()
+            )
+            return await self._ack(message, logical, "retried")
+        return await self._ack(message, logical, "duplicate" if handling.duplicate else "acked")
 
     def _name(self, logical: str) -> str:
         return topology.queue_name(self._prefix, logical)
 
     async def _publish(self, queue: str, envelope: Envelope) -> None:
         assert self._publisher is not None
+        # The copy's parent is this delivery's span: a retry is the next span of the same trace.
         await self._publisher.default_exchange.publish(
-            envelope.to_message(),
+            envelope.to_message(tracing.trace_headers()),
             routing_key=queue,
             mandatory=True,
             timeout=topology.PUBLISH_TIMEOUT_SECONDS,
@@ -197,12 +263,12 @@ class Consumer:
             timeout=topology.PUBLISH_TIMEOUT_SECONDS,
         )
 
-    async def _ack(self, message: AbstractIncomingMessage, logical: str, outcome: str) -> None:
+    async def _ack(self, message: AbstractIncomingMessage, logical: str, result: str) -> str:
         try:
             await message.ack()
         except Exception as exc:
             # The channel closed under us (broker restart): the broker redelivers the message,
             # and the inbox recognises it.
             log.warning("ack on %s failed (%s): the message will be redelivered", logical, exc)
-            return
-        MESSAGES.labels(logical, outcome).inc()
+            return "requeued"
+        return result

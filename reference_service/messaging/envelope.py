@@ -3,13 +3,17 @@
 - `message_id`: the outbox row's id, the same for every copy of the message (redeliveries,
   retries, a second publish after a relay crash): it is what the inbox deduplicates on.
 - header `x-tenant-id`: the tenant whose transaction the consumer opens (RLS applies to it);
-- header `x-attempt`: 1 for the first delivery, raised by one on each retry.
+- header `x-attempt`: 1 for the first delivery, raised by one on each retry;
+- headers `traceparent` and `tracestate` (W3C Trace Context, as in HTTP): the span that published
+  this copy, so the consumer's span is its child and joins the trace of the request that caused
+  the message.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +40,9 @@ class Envelope:
     payload: dict[str, Any]
     attempt: int = 1
 
-    def to_message(self) -> aio_pika.Message:
+    def to_message(self, trace_context: Mapping[str, str] | None = None) -> aio_pika.Message:
+        """The message to publish; `trace_context` (`tracing.trace_headers()`) goes into its
+        headers."""
         return aio_pika.Message(
             body=json.dumps(self.payload, separators=(",", ":")).encode(),
             content_type="application/json",
@@ -46,6 +52,7 @@ class Envelope:
                 TENANT_HEADER: str(self.tenant_id),
                 ATTEMPT_HEADER: self.attempt,
                 TOPIC_HEADER: self.topic,
+                **(trace_context or {}),
             },
         )
 

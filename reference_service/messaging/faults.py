@@ -12,9 +12,9 @@ message not yet acked) and `after_ack:<queue>`.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
-import sys
 
 ENV = "ADBM_FAULT_CRASH_AT"
 
@@ -35,5 +35,7 @@ def crash_point(point: str) -> None:
         return
     _reached[point] = _reached.get(point, 0) + 1
     if _reached[point] == target[1]:
-        print(f"fault injection: SIGKILL at {point}", file=sys.stderr, flush=True)
+        # A line of the process like any other (JSON), written before the kill: logging's
+        # stream handler flushes every record.
+        logging.getLogger(__name__).critical("fault injection: SIGKILL at %s", point)
         os.kill(os.getpid(), signal.SIGKILL)

@@ -12,6 +12,7 @@ from psycopg import sql
 
 from reference_service.db.pool import Connection, Database, Statement
 from reference_service.db.uuid7 import uuid7
+from reference_service.messaging.consumer import note_duplicate
 
 _RECORD = sql.SQL(
     "INSERT INTO {} (id, tenant_id, consumer, message_id, created_by, updated_by)"
@@ -32,7 +33,10 @@ async def record(
     the effect)."""
     actor = f"worker:{consumer}"
     cur = await conn.execute(_RECORD, (uuid7(), tenant_id, consumer, message_id, actor, actor))
-    return await cur.fetchone() is not None
+    if await cur.fetchone() is None:
+        note_duplicate()
+        return False
+    return True
 
 
 async def seen(
@@ -41,4 +45,6 @@ async def seen(
     """Whether the message was applied already: a cheap check before work that is not inside
     the effect's transaction (a call to an external API)."""
     rows = await database.read(tenant_id, Statement(_SEEN, (consumer, message_id)))
+    if rows:
+        note_duplicate()
     return bool(rows)

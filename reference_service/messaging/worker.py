@@ -5,6 +5,10 @@ once and keeps connecting, and `/ready` says what is missing until both answer (
 startup probe allows a minute). SIGTERM (or SIGINT) stops consuming, gives in-flight messages
 `worker_shutdown_grace_seconds` to finish and be acked, and exits 0; anything unfinished is
 requeued by the broker when the connection closes.
+
+Observability as for the API: JSON log lines (configured by the CLI before anything writes),
+the metrics on `/metrics` of the probe port (`ADBM_METRICS_PORT`), and spans exported over OTLP
+as `tracing.provider` says, flushed at shutdown.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import aio_pika
 from aio_pika.abc import AbstractRobustConnection
+from opentelemetry.sdk.trace import TracerProvider
 
 from reference_service.config import Settings
 from reference_service.db.pool import Database
@@ -27,6 +32,7 @@ from reference_service.messaging import topology
 from reference_service.messaging.consumer import Consumer, Handler
 from reference_service.messaging.health import HealthServer, ReadinessCheck
 from reference_service.messaging.relay import Relay
+from reference_service.observability import metrics, tracing
 
 log = logging.getLogger(__name__)
 
@@ -114,14 +120,20 @@ async def run(
     prefetch: int,
     relay: bool = True,
     stop: asyncio.Event | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> None:
+    """Consume `queues` (and relay the outbox) until SIGTERM, SIGINT or `stop`.
+    `tracer_provider` replaces the one built from the settings (a test's in-memory exporter)."""
     queues = check_queues(queues)
+    provider = tracer_provider or tracing.provider(settings)
+    tracer = provider.get_tracer("reference_service")
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 
     database = Database(settings, name="adbm-worker")
+    metrics.POOLS.watch(database)
     await database.open(wait=False)
     payments = PaymentProvider(
         settings.payment_provider_url,
@@ -151,6 +163,7 @@ async def run(
             prefix=settings.queue_prefix,
             prefetch=prefetch,
             backoff=backoff(settings),
+            tracer=tracer,
         )
         await consumer.start()
         if relay:
@@ -161,6 +174,7 @@ async def run(
                 backoff=backoff(settings),
                 batch_size=settings.relay_batch_size,
                 poll_seconds=settings.relay_poll_seconds,
+                tracer=tracer,
             )
             tasks.append(asyncio.create_task(outbox_relay.run(stop)))
         if order_placement.PLACE_QUEUE in queues:
@@ -189,6 +203,9 @@ async def run(
         await payments.aclose()
         await database.close()
         await health.close()
+        # Export what is still buffered; a provider the caller passed is the caller's.
+        if tracer_provider is None:
+            provider.shutdown()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
     log.info("worker stopped")
@@ -196,11 +213,13 @@ async def run(
 
 async def run_relay(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     """Only the outbox relay, for a deployment that runs it apart from the workers."""
+    provider = tracing.provider(settings)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     database = Database(settings, name="adbm-relay")
+    metrics.POOLS.watch(database)
     await database.open(wait=False)
     connection: AbstractRobustConnection | None = None
 
@@ -218,11 +237,13 @@ async def run_relay(settings: Settings, *, stop: asyncio.Event | None = None) ->
                 backoff=backoff(settings),
                 batch_size=settings.relay_batch_size,
                 poll_seconds=settings.relay_poll_seconds,
+                tracer=provider.get_tracer("reference_service"),
             ).run(stop)
     finally:
         if connection is not None:
             await connection.close()
         await database.close()
         await health.close()
+        provider.shutdown()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)

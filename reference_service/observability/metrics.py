@@ -72,28 +72,30 @@ CACHE_STAMPEDE_WAITS: Final = Counter(
 
 OUTBOX_PUBLISHED: Final = Counter(
     "adbm_outbox_published_total",
-    "Outbox messages published to RabbitMQ and confirmed by the broker, by routing key.",
-    ["routing_key"],
+    "Outbox messages published to RabbitMQ, confirmed by the broker and marked published, by "
+    "queue (the logical name, without the deployment's prefix).",
+    ["queue"],
 )
 OUTBOX_LAG_SECONDS: Final = Gauge(
     "adbm_outbox_lag_seconds",
-    "Age of the oldest outbox message not yet published, as of the relay's last pass (0 when "
-    "none waits).",
+    "Age of the oldest outbox message this relay claimed on its last pass, by the database's "
+    "clock (0 when none was waiting).",
 )
 MESSAGES_CONSUMED: Final = Counter(
     "adbm_messages_consumed_total",
-    "Messages consumed, by queue and result: acked, duplicate (already applied, acked), retried "
-    "(sent to the delay queue), dead_lettered, requeued (at shutdown).",
+    "Deliveries handled, by queue (logical name) and result: acked (applied), duplicate "
+    "(applied before, acked), retried (sent to the delay queue), dead_lettered, requeued (never "
+    "acked: cancelled at shutdown or the ack was lost; the broker delivers it again).",
     ["queue", "result"],
 )
 SAGA_OUTCOMES: Final = Counter(
     "adbm_saga_outcomes_total",
-    "Sagas that reached a terminal state, by saga and state.",
+    "Sagas that reached a terminal state, by saga and state (confirmed, cancelled).",
     ["saga", "state"],
 )
 SAGA_COMPENSATIONS: Final = Counter(
     "adbm_saga_compensations_total",
-    "Compensating actions run, by saga and step.",
+    "Compensating steps that ran, by saga and step (refund, release, cancel).",
     ["saga", "step"],
 )
 

@@ -1,4 +1,5 @@
-"""Request tracing with OpenTelemetry: one server span per request, W3C trace context in.
+"""Tracing with OpenTelemetry: one server span per request, W3C trace context in; the trace
+context carried through the outbox and RabbitMQ so a worker's spans join the request's trace.
 
 The sampler is parent-based with the ratio the operator renders (`ADBM_TRACE_SAMPLING_RATIO`):
 a caller's sampling decision is kept. An unsampled span still has a real trace id, so every
@@ -15,10 +16,12 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -65,6 +68,35 @@ def client_span(name: str, attributes: Mapping[str, AttributeValue]) -> Iterator
         return
     with tracer.start_as_current_span(name, kind=trace.SpanKind.CLIENT, attributes=attributes):
         yield
+
+
+def tracer() -> trace.Tracer:
+    """The tracer of the current request or message (`use_tracer`); the API's no-op tracer,
+    which still carries a parent's ids into its spans, when none is bound."""
+    return _TRACER.get() or trace.get_tracer("reference_service")
+
+
+# W3C Trace Context only (`traceparent`, `tracestate`), whatever the global propagator is: what
+# crosses the outbox and the broker is that standard, never baggage.
+_W3C = TraceContextTextMapPropagator()
+TRACE_HEADERS = ("traceparent", "tracestate")
+
+
+def trace_headers() -> dict[str, str]:
+    """The current span's W3C trace context (`traceparent`, and `tracestate` when it has one);
+    empty outside any span. An unsampled span's context is carried too (flags 00): the
+    consumer's spans then keep the trace id, so its log lines join the request's."""
+    carrier: dict[str, str] = {}
+    _W3C.inject(carrier)
+    return carrier
+
+
+def context_from(carrier: Mapping[str, object]) -> Context:
+    """The parent context a carrier (message headers, an outbox row) names; an empty context,
+    so a new trace, when it names none or an invalid one."""
+    return _W3C.extract(
+        {k: v for k, v in carrier.items() if k in TRACE_HEADERS and isinstance(v, str)}
+    )
 
 
 def current_trace_id() -> str | None:

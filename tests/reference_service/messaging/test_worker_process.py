@@ -119,7 +119,7 @@ async def test_the_rendered_worker_runs_and_passes_its_own_probes(
             status, body = await http_get(port, container[probe]["httpGet"]["path"])
             assert status == 200, body
         status, body = await http_get(port, "/metrics")
-        assert status == 200 and b"adbm_worker_messages_total" in body
+        assert status == 200 and b"adbm_messages_consumed_total" in body
         process.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(process.wait(), timeout=30)
     finally:
