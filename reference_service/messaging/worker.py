@@ -134,18 +134,19 @@ async def run(
 
     database = Database(settings, name="adbm-worker")
     metrics.POOLS.watch(database)
+    connection: AbstractRobustConnection | None = None
+    health = HealthServer(
+        readiness(database, lambda: connection), host="0.0.0.0", port=settings.metrics_port
+    )
+    # First, before anything that would need closing: a taken port fails the start-up here
+    # (the pool's connecting tasks, cancelled by asyncio.run, would otherwise hang the exit).
+    await health.start()
     await database.open(wait=False)
     payments = PaymentProvider(
         settings.payment_provider_url,
         connect_timeout=settings.payment_connect_timeout_seconds,
         timeout=settings.payment_timeout_seconds,
     )
-    connection: AbstractRobustConnection | None = None
-
-    health = HealthServer(
-        readiness(database, lambda: connection), host="0.0.0.0", port=settings.metrics_port
-    )
-    await health.start()
     tasks: list[asyncio.Task[None]] = []
     consumer: Consumer | None = None
     try:
@@ -220,13 +221,12 @@ async def run_relay(settings: Settings, *, stop: asyncio.Event | None = None) ->
         loop.add_signal_handler(signum, stop.set)
     database = Database(settings, name="adbm-relay")
     metrics.POOLS.watch(database)
-    await database.open(wait=False)
     connection: AbstractRobustConnection | None = None
-
     health = HealthServer(
         readiness(database, lambda: connection), host="0.0.0.0", port=settings.metrics_port
     )
-    await health.start()
+    await health.start()  # first, as in `run`
+    await database.open(wait=False)
     try:
         connection = await connect(settings, stop)
         if connection is not None:

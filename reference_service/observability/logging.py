@@ -8,6 +8,9 @@ the schema whatever library wrote it. The schema:
 - `trace_id`, `span_id` of the current OpenTelemetry span, when there is one;
 - whatever the request bound with `bind_request()`: `request_id`, `tenant`, `route` (the
   template, never the raw path), and, on the access line, `status` and `duration_ms`;
+- on a worker's lines while it handles a message: `queue` and `message_id` (bound by the
+  consumer and the relay), and on its one line per delivery (`adbm.consume`): `result`,
+  `attempt`, `duration_ms`;
 - `object` (`namespace`, `name`, `uid`) on the operator's lines about a Kubernetes object;
 - `exception` (the formatted traceback) on error lines.
 

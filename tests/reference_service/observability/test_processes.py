@@ -11,6 +11,7 @@ import asyncio
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import uuid
 from pathlib import Path
@@ -200,8 +201,36 @@ async def place(client: httpx.AsyncClient) -> Any:
     )
     accepted = await client.post(
         "/api/v1/orders",
-        json={"account_id": account.json()["id"], "product_id": product.json()["id"], "quantity": 1},
+        json={
+            "account_id": account.json()["id"],
+            "product_id": product.json()["id"],
+            "quantity": 1,
+        },
         headers={"Idempotency-Key": uuid.uuid4().hex, "X-Request-Id": "order-request"},
     )
     assert accepted.status_code == 202, accepted.text
     return accepted.json()["id"]
+
+
+def test_a_worker_that_crashes_writes_its_traceback_as_json(database_urls: DatabaseUrls) -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [str(EXECUTABLE), "worker", "--queues", "orders.place"],
+            env={
+                **clean_environment(),
+                "ADBM_DATABASE_URL": database_urls.app_url,
+                "ADBM_METRICS_PORT": str(port),  # taken: the probe listener cannot start
+            },
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert result.stdout == b""
+    (line,) = parse(result.stderr.decode().splitlines())
+    assert line["level"] == "error" and line["logger"] == "adbm.worker"
+    assert line["event"] == "adbm.worker crashed"
+    assert "OSError" in line["exception"]
