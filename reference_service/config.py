@@ -11,7 +11,7 @@ import json
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from reference_service.policy import Policy
@@ -22,6 +22,12 @@ DEVELOPMENT_CURSOR_SECRET = "adbm-development-cursor-secret-not-for-production"
 DEVELOPMENT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/adbm"
 """The admin the admin commands use in development when no admin URL is given: the local
 superuser, which may create the database, the app role and the schema."""
+
+
+def retry_schedule_seconds(max_attempts: int, base_seconds: float) -> float:
+    """How long a message can spend in delay queues in all: the backoffs before deliveries 2
+    to `max_attempts` (`base`, doubled per attempt; `messaging.topology.Backoff`)."""
+    return base_seconds * (2.0 ** (max_attempts - 1) - 1)
 
 
 class Settings(BaseSettings):
@@ -72,6 +78,16 @@ class Settings(BaseSettings):
     relay_batch_size: Annotated[int, Field(ge=1, le=10_000)] = 100
     relay_poll_seconds: Annotated[float, Field(gt=0, le=60)] = 0.5
     """How often the outbox relay looks for new rows when the last look found none."""
+    outbox_retention_seconds: Annotated[float, Field(ge=0, le=366 * 86_400)] = 86_400.0
+    """How long a published outbox row is kept (to look at what was sent) before the relay's
+    pruning deletes it. Unpublished rows are never pruned."""
+    inbox_retention_seconds: Annotated[float, Field(ge=3600, le=366 * 86_400)] = 7 * 86_400.0
+    """How long a consumer remembers a message id it applied, so that a redelivered copy is
+    not applied again (`messaging/retention.py` says when a copy can still come). Longer than
+    the retry schedule (refused otherwise) and than any outage or backlog during which the
+    broker may still hold a copy: the default covers a week."""
+    prune_interval_seconds: Annotated[float, Field(gt=0, le=86_400)] = 60.0
+    """How often each relay prunes the outbox and the inbox (in small batches)."""
     payment_provider_url: str | None = None
     """Base URL of the payment provider's HTTP API (charges and refunds). Unset, orders are
     refused with 503: the saga could charge nothing."""
@@ -106,6 +122,25 @@ class Settings(BaseSettings):
     metrics_port: Annotated[int, Field(ge=1, le=65535)] = 9090
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     trace_sampling_ratio: Annotated[float, Field(ge=0, le=1)] = 0.1
+
+    @field_validator("inbox_retention_seconds")
+    @classmethod
+    def _inbox_outlives_the_retries(cls, value: float, info: ValidationInfo) -> float:
+        # A message being retried has a copy in a delay queue until its schedule ends: the
+        # inbox must still know it was applied when that copy comes back. (The worker fields
+        # come first in the class, so they are validated already; absent when invalid.)
+        attempts = info.data.get("worker_max_attempts")
+        base = info.data.get("worker_retry_base_seconds")
+        if attempts is None or base is None:
+            return value
+        schedule = retry_schedule_seconds(attempts, base)
+        if value <= schedule:
+            raise ValueError(
+                f"must exceed the retry schedule of ADBM_WORKER_MAX_ATTEMPTS and"
+                f" ADBM_WORKER_RETRY_BASE_SECONDS ({schedule:g} s), or a message still being"
+                " retried could be applied twice"
+            )
+        return value
 
     @field_validator("policy", mode="before")
     @classmethod

@@ -95,9 +95,12 @@ DEFINER_FUNCTIONS: tuple[str, ...] = (
     "adbm_outbox_claim(integer)",
     "adbm_outbox_mark_published(uuid[])",
     "adbm_sagas_claim_stale(interval, integer)",
+    "adbm_outbox_prune(interval, integer)",
+    "adbm_inbox_prune(interval, integer)",
 )
 """The SECURITY DEFINER functions the app role may execute: the only ways it reaches rows of
-more than one tenant (API key lookup, the outbox relay, the stuck-saga sweep)."""
+more than one tenant (API key lookup, the outbox relay, the stuck-saga sweep), and the only
+ways it deletes rows (pruning the outbox and the inbox past their retention)."""
 
 
 def check_identifier(name: str, what: str) -> str:

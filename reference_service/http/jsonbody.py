@@ -13,6 +13,14 @@ Every route that reads a body uses `JsonBodyRoute`, which runs before FastAPI pa
   section 8.1).
 
 The parsed document is kept on the request, so FastAPI does not parse the body a second time.
+
+A refused body is judged where FastAPI judges a body that fails validation: after the route's
+dependencies. The route checks the media type and parses before FastAPI does, but keeps the
+refusal on the request, and `refuse_unreadable_body`, the last dependency of every route that
+takes a body, raises it. So a request is first authenticated (401 without a valid key) and
+counted by the rate limiter (a 429 when over its quota), and its 415 or 400 carries the
+`RateLimit` headers like any other answer; on an idempotent write it is also the answer the
+`Idempotency-Key` replays, as a body failing validation is.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from collections.abc import Callable, Coroutine
 from email.message import Message
 from typing import Any, Final
 
-from fastapi import Request, Response
+from fastapi import Depends, Request, Response
 from fastapi.routing import APIRoute
 
 from reference_service.http.problems import (
@@ -35,6 +43,8 @@ from reference_service.http.problems import (
 ACCEPTED: Final = "application/json"
 # The fields RFC 5789 (PATCH) and the W3C LDP (POST) define to name the media types taken.
 _ACCEPT_FIELD: Final = {"PATCH": "Accept-Patch", "POST": "Accept-Post", "PUT": "Accept-Put"}
+# The scope entry holding a body's refusal until `refuse_unreadable_body` raises it.
+_REFUSAL: Final = "adbm.body_refusal"
 
 
 def is_json(content_type: str) -> bool:
@@ -120,18 +130,45 @@ def _duplicates(document: Any, found: list[tuple[dict[str, Any], list[str]]]) ->
 
 
 class JsonBodyRequest(Request):
-    """A request whose `json()` is the strictly parsed body (`parse`), parsed once."""
+    """A request whose `json()` is the strictly parsed body (`parse`), parsed once. A body that
+    is not JSON is kept as the refusal `refuse_unreadable_body` raises (the document is then
+    None, and nothing reads it: that dependency runs before the body is validated)."""
 
     _document: Any
 
     async def json(self) -> Any:
         if not hasattr(self, "_document"):
-            self._document = parse(await self.body())
+            try:
+                self._document = parse(await self.body())
+            except Problem as refusal:
+                self.scope[_REFUSAL] = refusal
+                self._document = None
         return self._document
+
+
+async def refuse_unreadable_body(request: Request) -> None:
+    """The last dependency of a route that takes a body: raises the refusal of a body that is
+    not JSON, once authentication and the rate limit have run (see the module's docstring)."""
+    refusal = request.scope.get(_REFUSAL)
+    if isinstance(refusal, Problem):
+        raise refusal
+
+
+_BODY_METHODS: Final = frozenset(_ACCEPT_FIELD)
 
 
 class JsonBodyRoute(APIRoute):
     """A route whose body, if it reads one, must be JSON (see the module's docstring)."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        if _BODY_METHODS & {m.upper() for m in kwargs.get("methods") or ()}:
+            # After the route's own dependencies (authentication and the rate limit come first);
+            # FastAPI resolves the endpoint's parameters and validates the body after it.
+            kwargs["dependencies"] = [
+                *(kwargs.get("dependencies") or ()),
+                Depends(refuse_unreadable_body),
+            ]
+        super().__init__(path, endpoint, **kwargs)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -147,13 +184,14 @@ class JsonBodyRoute(APIRoute):
                 return await handler(request)
             if content_type is None or not is_json(content_type):
                 field = _ACCEPT_FIELD.get(request.method)
-                raise Problem(
+                request.scope[_REFUSAL] = Problem(
                     UNSUPPORTED_MEDIA_TYPE,
                     f"Send the body as {ACCEPTED}"
                     + (f", not {content_type}." if content_type else " (no Content-Type)."),
                     headers={field: ACCEPTED} if field else None,
                 )
-            await request.json()
+            # FastAPI parses a JSON body (through `JsonBodyRequest.json`, which keeps a refusal
+            # instead of raising), then resolves the dependencies, the last of which raises it.
             return await handler(request)
 
         return strict_handler

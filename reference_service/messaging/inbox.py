@@ -1,7 +1,8 @@
 """The inbox: which messages a consumer has applied, written in the transaction of the effect.
 
 A redelivered message (the worker died after committing but before acking, the broker restarted,
-a relay published twice) finds its row and is acknowledged without being applied again.
+a relay published twice) finds its row and is acknowledged without being applied again. Rows are
+pruned once no copy can come any more (`retention` states that bound).
 """
 
 from __future__ import annotations

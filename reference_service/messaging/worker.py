@@ -1,5 +1,8 @@
 """`adbm-service worker`: consume queues, relay the outbox, sweep stuck sagas, serve probes.
 
+The process that relays also prunes the outbox and the inbox past their retention
+(`retention`): both are cross-tenant housekeeping of the same tables.
+
 Start-up never fails on an unreachable broker or database: the process serves `/health` at
 once and keeps connecting, and `/ready` says what is missing until both answer (the pod's
 startup probe allows a minute). SIGTERM (or SIGINT) stops consuming, gives in-flight messages
@@ -32,6 +35,7 @@ from reference_service.messaging import topology
 from reference_service.messaging.consumer import Consumer, Handler
 from reference_service.messaging.health import HealthServer, ReadinessCheck
 from reference_service.messaging.relay import Relay
+from reference_service.messaging.retention import Pruner
 from reference_service.observability import metrics, tracing
 
 log = logging.getLogger(__name__)
@@ -78,6 +82,14 @@ async def connect(settings: Settings, stop: asyncio.Event) -> AbstractRobustConn
             await asyncio.wait_for(stop.wait(), timeout=delay)
         delay = min(delay * 2, 10.0)
     return None
+
+
+def pruner(database: Database, settings: Settings) -> Pruner:
+    return Pruner(
+        database,
+        outbox_retention_seconds=settings.outbox_retention_seconds,
+        inbox_retention_seconds=settings.inbox_retention_seconds,
+    )
 
 
 def readiness(
@@ -178,6 +190,8 @@ async def run(
                 tracer=tracer,
             )
             tasks.append(asyncio.create_task(outbox_relay.run(stop)))
+            prune = pruner(database, settings).run(stop, settings.prune_interval_seconds)
+            tasks.append(asyncio.create_task(prune))
         if order_placement.PLACE_QUEUE in queues:
 
             async def sweep() -> None:
@@ -230,7 +244,7 @@ async def run_relay(settings: Settings, *, stop: asyncio.Event | None = None) ->
     try:
         connection = await connect(settings, stop)
         if connection is not None:
-            await Relay(
+            relay = Relay(
                 database,
                 connection,
                 prefix=settings.queue_prefix,
@@ -238,7 +252,11 @@ async def run_relay(settings: Settings, *, stop: asyncio.Event | None = None) ->
                 batch_size=settings.relay_batch_size,
                 poll_seconds=settings.relay_poll_seconds,
                 tracer=provider.get_tracer("reference_service"),
-            ).run(stop)
+            )
+            await asyncio.gather(
+                relay.run(stop),
+                pruner(database, settings).run(stop, settings.prune_interval_seconds),
+            )
     finally:
         if connection is not None:
             await connection.close()

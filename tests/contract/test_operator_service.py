@@ -7,6 +7,7 @@ subcommand or option, or a Secret key nobody writes fails here; `test_kubelet.py
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,12 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import example as explicit_example
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import SecretStr
 
-from adbm_operator.specs import deployment, labels, worker
+from adbm_operator.database import children
+from adbm_operator.database.target import admin_server
+from adbm_operator.specs import dbsecrets, deployment, labels, worker
 from reference_service.config import DEVELOPMENT_CURSOR_SECRET, Settings
 from tests.contract import service_surface
 from tests.contract.pod_env import (
@@ -35,12 +39,8 @@ DOWNWARD_API = {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespac
 # Rendered, but no code of the service on this branch reads them: each a strict xfail below, so
 # the day a branch starts reading one, its marker must go (and the sweep's allowance with it).
 NOT_READ_YET: dict[str, str] = {}
-DASH_QUEUE = (
-    "operator renders `--queues <list>` as two arguments: a list starting with '-' (the CRD's"
-    " queue pattern [A-Za-z0-9._:-] allows it, e.g. queues ['-:']) is taken by argparse for an"
-    " option, and `adbm-service worker` exits 2; fix: render `--queues=<list>` (specs/worker.py)"
-)
-DB_APP_SECRET = "issue 11: the operator's database provisioning writes <name>-db-app (key uri)"
+# The admin Secret as CloudNativePG writes `<cluster>-superuser` (what both examples point at).
+ADMIN_URI = "postgresql://postgres:admin-password@payments-db-rw.shop.svc:5432/*"
 
 SWEEP = settings(
     max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
@@ -151,7 +151,22 @@ def secret_sources(rendered: Rendered) -> dict[str, set[str]]:
         out.setdefault(ref.name, set()).add(ref.key)
     for name, data in generated_secrets(rendered).items():
         out.setdefault(name, set()).update(data)
+    for name, data in provisioned_secrets(rendered.obj).items():
+        out.setdefault(name, set()).update(data)
     return out
+
+
+def provisioned_secrets(obj: Any) -> dict[str, dict[str, str]]:
+    """The Secrets the operator's database provisioning writes at run time, built by the code
+    that builds them (`children.secrets`, which `provisioning.read_inputs` applies) from an
+    admin Secret and a generated password, decoded: name -> key -> value."""
+    ref = obj.spec.database.admin_secret_ref
+    admin = {ref.key: base64.b64encode(ADMIN_URI.encode()).decode()}
+    written = children.secrets(obj, admin_server(admin, ref.key), dbsecrets.generate_password())
+    return {
+        s["metadata"]["name"]: {k: base64.b64decode(v).decode() for k, v in s["data"].items()}
+        for s in written
+    }
 
 
 def secret_refs(container: dict[str, Any]) -> list[tuple[str, str]]:
@@ -164,10 +179,7 @@ def secret_refs(container: dict[str, Any]) -> list[tuple[str, str]]:
 
 def check_secrets(rendered: Rendered, container: dict[str, Any]) -> None:
     sources = secret_sources(rendered)
-    db_app = labels.db_app_secret_name(rendered.obj)
     for name, key in secret_refs(container):
-        if name == db_app:
-            continue  # test_the_app_database_secret_is_written
         assert key in sources.get(name, set()), f"Secret {name} key {key}: nobody writes it"
 
 
@@ -231,13 +243,28 @@ def test_every_variable_is_known_and_required_settings_have_sources(example: Pat
         check_probes(container)
 
 
-@pytest.mark.xfail(strict=True, reason=DB_APP_SECRET)
 @pytest.mark.parametrize("example", EXAMPLE_FILES, ids=_ids)
 def test_the_app_database_secret_is_written(example: Path) -> None:
+    # `<name>-db-app` is no rendered child: the database provisioning writes it once it knows the
+    # server and the app role's password. Every key any pod (the API, each worker, the migration
+    # Job) reads from it is one that code writes, and its URI is the app role's on the database.
     rendered = render_example(example)
-    db_app = labels.db_app_secret_name(rendered.obj)
-    written = {c["metadata"]["name"] for c in rendered.of_kind("Secret")}
-    assert db_app in written, f"the pods read Secret {db_app}; nothing the operator renders is it"
+    obj = rendered.obj
+    db_app = labels.db_app_secret_name(obj)
+    pods = [c for _, c in rendered.app_containers()]
+    pods += children.migration_job(obj)["spec"]["template"]["spec"]["containers"]
+    read = {key for c in pods for name, key in secret_refs(c) if name == db_app}
+    assert read, f"no pod reads {db_app}: the check below would hold vacuously"
+    written = provisioned_secrets(obj)
+    assert db_app in written, f"the pods read Secret {db_app}; provisioning does not write it"
+    assert read <= set(written[db_app]), f"read from {db_app} and never written: {read}"
+    for c in pods:
+        check_secrets(rendered, c)
+    uri = written[db_app][dbsecrets.URI_KEY]
+    assert Settings(database_url=uri).database_url.get_secret_value() == uri
+    params = conninfo_to_dict(uri)
+    assert params["user"] == labels.app_role(obj)
+    assert params["dbname"] == obj.spec.database.name
 
 
 def test_unsafe_defaults_are_what_the_service_documents() -> None:
@@ -272,8 +299,9 @@ def _with_first_queues(queues: list[str]) -> dict[str, Any]:
     return body
 
 
-@pytest.mark.xfail(strict=True, reason=DASH_QUEUE)
-# Not shrunk: shrinking the known failure takes a minute.
+# A list starting with '-' (the CRD's queue pattern [A-Za-z0-9._:-] allows it) is the case a
+# separate `--queues <list>` got wrong: argparse took it for an option. Not shrunk: shrinking a
+# failure takes a minute.
 @settings(SWEEP, phases=[Phase.explicit, Phase.generate])
 @given(body=backend_services().filter(lambda b: "queue" in b["spec"]))
 @explicit_example(body=_with_first_queues(["-:"]))

@@ -10,8 +10,6 @@ provider.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,11 +20,11 @@ import pytest
 from pact import Pact, generate, match
 
 from adbm_client import AdbmClient, Money, NotFound, PreconditionFailed, Product, Unauthorized
+from tests.contract.pact_files import pact_file, reproduced
 
 CONSUMER = "adbm-python-client"
 PROVIDER = "adbm-reference-service"
-PACT_DIR = Path(__file__).parent / "pacts"
-PACT_FILE = PACT_DIR / f"{CONSUMER}-{PROVIDER}.json"
+PACT_FILE = pact_file(CONSUMER, PROVIDER)
 PROBLEM = "application/problem+json"
 
 EXAMPLE_KEY = "adbm_example0000000000000000000000000000"
@@ -76,17 +74,8 @@ def _problem(slug: str, status: int) -> Any:
 def written(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Where each test's interactions are merged into one pact; compared with the committed
     one once every test of the module has run."""
-    out = tmp_path_factory.mktemp("pacts")
-    yield out
-    pact_file = out / PACT_FILE.name
-    if os.environ.get("ADBM_UPDATE_PACTS") == "1":
-        PACT_DIR.mkdir(exist_ok=True)
-        PACT_FILE.write_text(_stable(pact_file))
-    committed = PACT_FILE.read_text() if PACT_FILE.exists() else ""
-    assert _stable(pact_file) == committed, (
-        f"the client's contract changed: regenerate {PACT_FILE} with ADBM_UPDATE_PACTS=1"
-        " and run the provider verification"
-    )
+    with reproduced(tmp_path_factory.mktemp("pacts"), PACT_FILE) as out:
+        yield out
 
 
 @pytest.fixture
@@ -96,13 +85,6 @@ def pact(written: Path) -> Iterator[Pact]:
     pact = Pact(CONSUMER, PROVIDER).with_specification("V4")
     yield pact
     pact.write_file(written)
-
-
-def _stable(path: Path) -> str:
-    """The pact without what changes from run to run or machine to machine (the core's version)."""
-    document = json.loads(path.read_text())
-    document.get("metadata", {}).pop("pactRust", None)
-    return json.dumps(document, indent=2, sort_keys=True) + "\n"
 
 
 def _client(url: object) -> AdbmClient:

@@ -9,7 +9,6 @@ returns (the tenant's API key, the ids) into the request.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -17,18 +16,14 @@ from pact import Verifier
 
 from tests.contract import live
 from tests.contract.conftest import GENEROUS_POLICY
+from tests.contract.pact_files import PACT_DIR, provider_of
 from tests.contract.provider_app import STATE_PATH
-from tests.contract.test_pact_consumer import PACT_DIR, PROVIDER
-
-
-def _provider(pact_file: Path) -> str:
-    name: str = json.loads(pact_file.read_text())["provider"]["name"]
-    return name
+from tests.contract.test_pact_consumer import PROVIDER
 
 
 def test_the_service_honours_every_interaction_of_its_pacts(tmp_path: Path) -> None:
     # Pacts of other providers (the worker's of the payment provider) are not this service's.
-    ours = [p for p in sorted(PACT_DIR.glob("*.json")) if _provider(p) == PROVIDER]
+    ours = [p for p in sorted(PACT_DIR.glob("*.json")) if provider_of(p) == PROVIDER]
     assert ours, f"no pact for {PROVIDER} under {PACT_DIR}"
     port = live.free_port()
     argv = [sys.executable, "-m", "uvicorn", "tests.contract.provider_app:create", "--factory"]

@@ -11,7 +11,11 @@ its price:
 - 3: fails after charging: the charge is recorded, and every answer is a 500;
 - anything else: charged (201; 200 with the same charge for a repeated key).
 
-`ledger()` is what the provider holds, for the test to compare with the service's books.
+`net_charged(key)` is what the provider holds, for the test to compare with the service's books.
+
+The worker's pact of this API (`tests/contract/pacts/adbm-worker-payment-provider.json`) is
+verified against this provider (`tests/contract/test_pact_payment_provider.py`), so what it
+answers cannot drift from what the saga's client was written against.
 """
 
 from __future__ import annotations
@@ -56,7 +60,20 @@ class Provider:
             charge = self.charges.get(str(key))
             return 0 if charge is None or charge.refunded else charge.amount_minor
 
-    def _charge(self, key: str, amount: int) -> Charge | None:
+    def reset(self) -> None:
+        """Forget every charge and voided key (a provider state's fresh start)."""
+        with self.lock:
+            self.charges.clear()
+            self.voided.clear()
+            self.charge_effects.clear()
+
+    def void(self, key: str) -> None:
+        """As a refund of `key` before any charge leaves it: a later charge is declined."""
+        with self.lock:
+            self.voided.add(key)
+
+    def record_charge(self, key: str, amount: int) -> Charge | None:
+        """Charge `amount` under `key` once (None: the key was voided); a repeat is the same."""
         with self.lock:
             if key in self.voided:
                 return None
@@ -81,7 +98,7 @@ class Provider:
         if behaviour == SLOW:
             await asyncio.sleep(self.slow_seconds)
         existed = key in self.charges
-        charge = self._charge(key, amount)
+        charge = self.record_charge(key, amount)
         if charge is None:
             return JSONResponse({"error": "voided"}, status_code=402)
         if behaviour == FAIL_AFTER_CHARGE:

@@ -228,14 +228,13 @@ async def start_worker(
     prefetch: int = 32,
     **env: str,
 ) -> asyncio.subprocess.Process:
-    """`adbm-service worker --queues ... --prefetch N` as a process, as the operator renders it;
+    """`adbm-service worker --queues=... --prefetch N` as a process, as the operator renders it;
     its stderr (the logs) appended to `log`, never to a pipe that could fill and block it."""
     with log.open("ab") as err:
         return await asyncio.create_subprocess_exec(
             service_command(),
             "worker",
-            "--queues",
-            ",".join(queues),
+            f"--queues={','.join(queues)}",
             "--prefetch",
             str(prefetch),
             env={**environment(settings), **env},

@@ -43,7 +43,9 @@ def probes() -> dict[str, dict[str, Any]]:
 
 
 def args(group: WorkerGroup) -> list[str]:
-    return ["worker", "--queues", ",".join(group.queues), "--prefetch", str(group.prefetch)]
+    # `--queues=<list>` as one argument: the CRD lets a queue name start with '-', and argparse
+    # takes a separate argument that starts with '-' for an option, not for the option's value.
+    return ["worker", f"--queues={','.join(group.queues)}", "--prefetch", str(group.prefetch)]
 
 
 def deployment(

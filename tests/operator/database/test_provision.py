@@ -104,7 +104,7 @@ async def test_migrated_database_is_provisioned_with_exact_grants(
     assert "isolation proven" in message
     # The newest migration the service ships is the schema version reported.
     shipped = sorted(Path(migrations.__file__).parent.glob("*.sql"))
-    assert provisioned.schema_version == shipped[-1].stem == "0004_outbox_trace_context"
+    assert provisioned.schema_version == shipped[-1].stem == "0005_outbox_trace_context"
     privileges = await _table_privileges(admin, scratch.role)
     assert privileges == {table: {"SELECT", "INSERT", "UPDATE"} for table in TENANT_SCOPED}
     assert await roles.owned_objects(admin, scratch.role) == []

@@ -71,16 +71,14 @@ def test_one_deployment_per_group_running_its_queues_and_prefetch(
     assert orders["command"] == ["adbm-service"]
     assert orders["args"] == [
         "worker",
-        "--queues",
-        "orders.place,orders.compensate",
+        "--queues=orders.place,orders.compensate",
         "--prefetch",
         "32",
     ]
     notifications = app(deployments["payments-worker-notifications"])
     assert notifications["args"] == [
         "worker",
-        "--queues",
-        "notifications.email",
+        "--queues=notifications.email",
         "--prefetch",
         "8",
     ]

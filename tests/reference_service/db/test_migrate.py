@@ -300,5 +300,20 @@ async def test_a_non_superuser_database_owner_can_migrate() -> None:
             )
             assert await cur.fetchall() == [(issued.tenant_id,)]
         assert await verify(owner_url, app_url) == []
+
+        # Pruning runs as that owner too (a definer function): FORCEd RLS would hide every
+        # inbox row from it without its own policy, and nothing would ever be pruned.
+        async with await psycopg.AsyncConnection.connect(app_url) as app:
+            await app.execute(
+                "SELECT set_config('app.tenant_id', %s, true)", (str(issued.tenant_id),)
+            )
+            await app.execute(
+                "INSERT INTO inbox (id, tenant_id, consumer, message_id, created_by, updated_by,"
+                " created_at) VALUES (%s, %s, 'q', %s, 't', 't', now() - interval '8 days')",
+                (uuid.uuid4(), issued.tenant_id, uuid.uuid4()),
+            )
+            await app.commit()
+            cur = await app.execute("SELECT adbm_inbox_prune(interval '7 days', 10)")
+            assert await cur.fetchall() == [(1,)]
     finally:
         await drop_scratch(name, [role, owner])

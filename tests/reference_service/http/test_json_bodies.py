@@ -1,12 +1,14 @@
 """Bodies are JSON, parsed strictly: 415 for another media type, line and column for a syntax
-error, duplicate members refused with their pointers. Through `create_app`'s app."""
+error, duplicate members refused with their pointers; each refusal only after the caller was
+authenticated and counted by the rate limiter. Through `create_app`'s app."""
 
 from __future__ import annotations
 
 import httpx
 import pytest
 
-from tests.reference_service.http.conftest import Callers, Service, assert_problem
+from reference_service.policy import Policy, Quota, RateLimitPolicy
+from tests.reference_service.http.conftest import Callers, OpenService, Service, assert_problem
 
 PRODUCT = b'{"sku": "MUG-1", "name": "Mug", "price_minor": 1200, "currency": "EUR"}'
 
@@ -132,3 +134,46 @@ async def test_a_currency_outside_iso_4217_is_refused_in_both_versions(
             "/api/v1/accounts", json={"name": "A", "currency": code}, headers=callers.a.headers
         )
         assert taken.status_code == 201, taken.text
+
+
+# --- a refused body is judged after authentication and the rate limit (fuzzer finding F1) ----
+
+REFUSED_BODIES = [
+    pytest.param(b"\x00", "application/json", 400, "validation-error", id="not-json"),
+    pytest.param(b"\xd9V\xe3Z_\xff", "application/json", 400, "validation-error", id="not-utf8"),
+    pytest.param(PRODUCT, "text/plain", 415, "unsupported-media-type", id="not-json-media"),
+]
+
+
+@pytest.mark.parametrize(("content", "content_type", "status", "slug"), REFUSED_BODIES)
+async def test_a_refused_body_is_counted_and_carries_the_rate_limit_headers(
+    open_service: OpenService,
+    callers: Callers,
+    content: bytes,
+    content_type: str,
+    status: int,
+    slug: str,
+) -> None:
+    # Two requests a day: the refused body is the first, so the valid one after it is the last.
+    tight = Policy(
+        rate_limit=RateLimitPolicy(default=Quota(requests=2, period_seconds=86400, burst=2))
+    )
+    client = (await open_service(policy=tight)).client
+    refused = await _post(client, callers, content, content_type)
+    assert_problem(refused, status, slug)
+    assert refused.headers["RateLimit-Policy"] == '"default";q=2;w=86400;burst=2'
+    assert refused.headers["RateLimit"].startswith('"default";r=1;')
+    assert (await _post(client, callers, PRODUCT, "application/json")).status_code == 201
+    over = await _post(client, callers, content, content_type)
+    assert_problem(over, 429, "rate-limited")
+
+
+@pytest.mark.parametrize(("content", "content_type", "status", "slug"), REFUSED_BODIES)
+async def test_a_refused_body_without_a_key_is_401(
+    client: httpx.AsyncClient, content: bytes, content_type: str, status: int, slug: str
+) -> None:
+    response = await client.post(
+        "/api/v2/products", content=content, headers={"Content-Type": content_type}
+    )
+    assert_problem(response, 401, "unauthorized")
+    assert response.headers["RateLimit-Policy"].startswith('"unauthenticated";')
