@@ -94,6 +94,8 @@ async def test_serve_and_worker_write_only_json_and_share_the_trace(
             "ADBM_AMQP_URL": AMQP_URL,
             "ADBM_QUEUE_PREFIX": prefix,
             "ADBM_PAYMENT_PROVIDER_URL": provider_url,
+            # Nothing sampled: the trace id still reaches the worker's lines.
+            "ADBM_TRACE_SAMPLING_RATIO": "0",
         }
         worker_env = {
             **clean_environment(),
@@ -103,6 +105,7 @@ async def test_serve_and_worker_write_only_json_and_share_the_trace(
             "ADBM_QUEUE_PREFIX": prefix,
             "ADBM_PAYMENT_PROVIDER_URL": provider_url,
             "ADBM_RELAY_POLL_SECONDS": "0.05",
+            "ADBM_TRACE_SAMPLING_RATIO": "0",
         }
         serve_log, worker_log = tmp_path / "serve.log", tmp_path / "worker.log"
         queues = ",".join(PUBLISHED_QUEUES)
@@ -153,7 +156,7 @@ async def test_serve_and_worker_write_only_json_and_share_the_trace(
     assert worked[0]["event"].startswith("worker consuming"), worked[0]
     assert worked[-1]["event"] == "worker stopped", worked[-1]
     # The order request's trace continues in the worker, in another process: through the
-    # outbox row, the relay's message headers and the consumer.
+    # outbox row, the relay's message headers and the consumer, unsampled as it is.
     (request,) = [line for line in served if line.get("request_id") == "order-request"]
     handled = [line for line in worked if line["logger"] == "adbm.consume"]
     assert [(line["queue"], line["result"]) for line in handled] == [

@@ -1,7 +1,8 @@
 """One trace from a request to the worker: the order request's trace id is in its access line,
 in the outbox row it wrote, in the RabbitMQ headers the relay published, in the worker's log
 lines for every message the order caused, and every span of the saga it drove is a descendant
-of the request's span (in-memory span exporter, real PostgreSQL, Redis and RabbitMQ)."""
+of the request's span; a retried message's next delivery is a child of the failed one (in-memory
+span exporter, real PostgreSQL, Redis and RabbitMQ)."""
 
 from __future__ import annotations
 
@@ -14,16 +15,19 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import aio_pika
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from reference_service.messaging import worker
+from reference_service.messaging.consumer import Consumer, Delivery
 from reference_service.observability import logging as service_logging
 from tests.reference_service import payment_provider
 from tests.reference_service.conftest import DatabaseUrls
 from tests.reference_service.http.conftest import Callers, OpenService, assert_problem
+from tests.reference_service.messaging.test_consumer import BACKOFF, connection, envelope, prefix
 from tests.reference_service.worker_support import (
     AMQP_URL,
     PUBLISHED_QUEUES,
@@ -33,6 +37,8 @@ from tests.reference_service.worker_support import (
     queue_names,
     settings_for,
 )
+
+__all__ = ["connection", "prefix"]
 
 
 @pytest.fixture
@@ -187,3 +193,43 @@ async def test_a_request_and_the_messages_it_caused_are_one_trace(
     assert first_publish.attributes["messaging.destination.name"] == (
         f"{settings.queue_prefix}orders.place"
     )
+
+
+async def test_a_retried_message_is_the_next_span_of_the_same_trace(
+    connection: aio_pika.abc.AbstractConnection, prefix: str
+) -> None:
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    done = asyncio.Event()
+
+    async def handler(delivery: Delivery) -> None:
+        if delivery.envelope.attempt == 1:
+            raise RuntimeError("transient")
+        done.set()
+
+    consumer = Consumer(
+        connection,
+        {"jobs": handler},
+        prefix=prefix,
+        prefetch=1,
+        backoff=BACKOFF,
+        tracer=provider.get_tracer("test"),
+    )
+    await consumer.start()
+    caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    channel = await connection.channel(publisher_confirms=True)
+    await channel.default_exchange.publish(
+        envelope(uuid.uuid4()).to_message({"traceparent": caller}),
+        routing_key=f"{prefix}jobs",
+    )
+    async with asyncio.timeout(20):
+        await done.wait()
+    await consumer.stop(5)
+    first, second = [s for s in spans.get_finished_spans() if s.name == "process jobs"]
+    assert first.parent is not None and second.parent is not None
+    assert hex_id(first.context.trace_id, 32) == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert first.parent.span_id == 0x00F067AA0BA902B7  # the publisher's span
+    assert second.context.trace_id == first.context.trace_id
+    assert second.parent.span_id == first.context.span_id  # the failed attempt's span
+    assert first.attributes is not None and first.attributes["adbm.message.result"] == "retried"
