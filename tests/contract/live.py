@@ -162,6 +162,8 @@ def service_env(urls: DatabaseUrls, port: int, policy: str | None = None) -> dic
         "ADBM_REDIS_KEY_PREFIX": f"contract-{uuid.uuid4().hex}:",
         "ADBM_CURSOR_SECRET": uuid.uuid4().hex + uuid.uuid4().hex,
         "ADBM_HTTP_PORT": str(port),
+        # The metrics listener binds a port of its own: a fixed one collides between processes.
+        "ADBM_METRICS_PORT": str(free_port()),
         "ADBM_QUEUE_ENABLED": "false",
         "ADBM_LOG_LEVEL": "WARNING",
         "OTEL_TRACES_EXPORTER": "none",
