@@ -380,7 +380,10 @@ def test_a_kubeconfig_token_file_is_the_bearer_token(
     """Kopf's kubeconfig login ignores `tokenFile`: against a real API server (v1.33, RBAC) the
     operator then sent no credentials and every call was refused as `system:anonymous` (403 on
     /api and /apis, retried without end). A kubeconfig built for the chart's ServiceAccount with
-    the token in a file must log in as that ServiceAccount."""
+    the token in a file must log in as that ServiceAccount. The rules are client-go's (v1.33):
+    `tools/clientcmd/api/types.go` "If both Token and TokenFile are present, Token takes
+    precedence"; `tools/clientcmd/loader.go` resolves `tokenFile` against the kubeconfig's
+    folder (`ResolveLocalPaths`)."""
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     (tmp_path / "token").write_text("from-file\n")
     path = tmp_path / "kubeconfig"
