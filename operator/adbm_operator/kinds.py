@@ -89,8 +89,9 @@ CONFIG_MAP = _applied("v1", "ConfigMap", "configmaps")
 # deleted by the operator: garbage collection removes them with their BackendService.
 SECRET = Kind("v1", "Secret", "secrets", frozenset({"get", "list", "watch", "create", "patch"}))
 # The migration Job of each image: created when absent, never patched (its pod template is
-# immutable), watched so its completion lets the new image roll out; garbage-collected.
-JOB = Kind("batch/v1", "Job", "jobs", frozenset({"get", "list", "watch", "create"}))
+# immutable), watched so its completion lets the new image roll out; the Jobs of earlier images
+# are listed and deleted once the current image's Job succeeded.
+JOB = Kind("batch/v1", "Job", "jobs", frozenset({"get", "list", "watch", "create", "delete"}))
 # Watched; Kopf patches its finalizer and progress annotations; status written from observation.
 BACKEND_SERVICE = Kind(
     model.API_VERSION,

@@ -225,6 +225,16 @@ async def reconcile(
         await _apply(client, desired, integrations, run, drift=drift)
         if run.temporary is None:
             run.writes += await prune(client, obj, uid, desired, integrations, keep=held)
+        if (
+            run.temporary is None
+            and database.report is not None
+            and database.image == obj.spec.image
+        ):
+            # The current image's Job succeeded and its image is what the Deployments run: the
+            # Jobs of earlier images are done with. Only on reconciles that ran a provisioning
+            # pass (the Job's completion triggers one, and the verification timer retries), so
+            # drift and rollout reconciles make no extra list.
+            run.writes += await prune_jobs(client, obj, uid, migration.name(obj))
         if database.create_job:
             # After the ConfigMap and Secrets its pod reads, and after the pass that created the
             # database and the app role the migration grants to.
@@ -559,4 +569,20 @@ async def prune(
             ):
                 await client.delete(kind, obj.namespace, live["metadata"]["name"])
                 deleted += 1
+    return deleted
+
+
+async def prune_jobs(client: kube.Client, obj: BackendService, uid: str, current: str) -> int:
+    """Delete the migration Jobs this object owns other than `current` (the Job of the image
+    deployed now): each image's Job is kept until a newer image has migrated, then it would only
+    accumulate until the BackendService is deleted. `kube.Client.delete` asks for Background
+    propagation, so the Job's pods go with it (a batch/v1 Job deleted without a propagation
+    policy orphans its pods)."""
+    selector = {labels.OWNER_LABEL: obj.name, labels.COMPONENT_LABEL: migration.COMPONENT}
+    deleted = 0
+    for live in await client.list(kinds.JOB, obj.namespace, selector):
+        name = live["metadata"]["name"]
+        if name != current and owned(live, uid):
+            await client.delete(kinds.JOB, obj.namespace, name)
+            deleted += 1
     return deleted

@@ -353,3 +353,42 @@ def test_an_unusable_kubeconfig_is_named_in_one_line(
     with pytest.raises(lifecycle.NoCredentials) as caught:
         lifecycle.find_credentials(lifecycle.settings())
     assert says in str(caught.value) and "\n" not in str(caught.value)
+
+
+TOKEN_KUBECONFIG = """
+apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:6443"}}]
+users: [{name: sa, user: %s}]
+contexts: [{name: x, context: {cluster: c, user: sa}}]
+current-context: x
+"""
+
+
+@pytest.mark.parametrize(
+    ("user", "token"),
+    [
+        ("{tokenFile: token}", "from-file"),  # relative to the kubeconfig, as client-go does
+        ("{tokenFile: TMP/token}", "from-file"),
+        ("{token: inline, tokenFile: token}", "inline"),  # client-go: `token` takes precedence
+        ("{token: inline}", "inline"),
+    ],
+)
+def test_a_kubeconfig_token_file_is_the_bearer_token(
+    user: str, token: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kopf's kubeconfig login ignores `tokenFile`: against a real API server (v1.33, RBAC) the
+    operator then sent no credentials and every call was refused as `system:anonymous` (403 on
+    /api and /apis, retried without end). A kubeconfig built for the chart's ServiceAccount with
+    the token in a file must log in as that ServiceAccount. The rules are client-go's (v1.33):
+    `tools/clientcmd/api/types.go` "If both Token and TokenFile are present, Token takes
+    precedence"; `tools/clientcmd/loader.go` resolves `tokenFile` against the kubeconfig's
+    folder (`ResolveLocalPaths`)."""
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    (tmp_path / "token").write_text("from-file\n")
+    path = tmp_path / "kubeconfig"
+    path.write_text(TOKEN_KUBECONFIG % user.replace("TMP", str(tmp_path)))
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    info = lifecycle.find_credentials(lifecycle.settings())
+    assert info.token == token
+    assert info.server == "https://127.0.0.1:6443"

@@ -24,7 +24,7 @@ from psycopg import sql
 
 from adbm_operator import model
 from adbm_operator.handlers import deletion
-from adbm_operator.specs import configmap, dbsecrets, migration
+from adbm_operator.specs import configmap, dbsecrets, labels, migration
 from reference_service.db import rls
 from reference_service.db.migrate import migrate
 from reference_service.db.schema import SCHEMA
@@ -219,6 +219,59 @@ async def test_a_new_image_serves_only_after_its_migration(operator: AdbmEmulato
     await until(lambda: rolled("shop-worker-orders"))
     shop = await condition_is(operator, "DatabaseReady", "True", "Provisioned")
     assert shop
+
+
+async def test_jobs_of_images_no_longer_deployed_are_deleted_once_the_new_one_succeeded(
+    operator: AdbmEmulator,
+) -> None:
+    body = backend()
+    old_job = await provision_and_roll_out(operator, body)
+    shop = await get(operator, "BackendService", "shop")
+    assert shop is not None
+    # Someone else's Job with the same labels: not the operator's to delete.
+    foreign = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": "shop-migrate-by-hand",
+            "labels": {labels.OWNER_LABEL: "shop", labels.COMPONENT_LABEL: migration.COMPONENT},
+        },
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": []}}},
+    }
+    await call(operator, "POST", f"/apis/batch/v1/namespaces/{NS}/jobs", foreign)
+    await call(operator, "PATCH", url("BackendService", "shop"), {"spec": {"image": NEW_IMAGE}})
+    new_job = migration.name(model.parse(backend(image=NEW_IMAGE)))
+    await until(lambda: get(operator, "Job", new_job), what="the new image's Job")
+    await condition_is(operator, "DatabaseReady", "False", "Migrating")
+    # The old image still serves: its Job stays while the new one runs.
+    assert await get(operator, "Job", old_job) is not None
+    await migrate(conninfo(names().database), app_role=names().role)
+    await mark_job(operator, new_job)
+    await until(
+        lambda: _absent(operator, "Job", old_job), timeout=30, what="the old image's Job deleted"
+    )
+    assert await get(operator, "Job", new_job) is not None, "the deployed image's Job is kept"
+    assert await get(operator, "Job", "shop-migrate-by-hand") is not None
+
+    # A third image whose migration fails, then the spec goes back to the deployed image: the
+    # failed Job is of an image no longer asked for.
+    third = "adbm/reference-service:0.3.0"
+    await call(operator, "PATCH", url("BackendService", "shop"), {"spec": {"image": third}})
+    third_job = migration.name(model.parse(backend(image=third)))
+    await until(lambda: get(operator, "Job", third_job), what="the third image's Job")
+    await mark_job(operator, third_job, "Failed")
+    await condition_is(operator, "DatabaseReady", "False", "MigrationFailed")
+    assert await get(operator, "Job", new_job) is not None, "still deployed: kept"
+    await call(operator, "PATCH", url("BackendService", "shop"), {"spec": {"image": NEW_IMAGE}})
+    await until(
+        lambda: _absent(operator, "Job", third_job), timeout=30, what="the failed Job deleted"
+    )
+    await condition_is(operator, "DatabaseReady", "True", "Provisioned")
+    assert await get(operator, "Job", new_job) is not None
+
+
+async def _absent(cluster: AdbmEmulator, kind: str, name: str) -> bool:
+    return await get(cluster, kind, name) is None
 
 
 async def test_a_failed_migration_says_so_and_keeps_the_pods(operator: AdbmEmulator) -> None:

@@ -71,6 +71,14 @@ def policy(obj: BackendService) -> Policy:
     )
 
 
+def queue_enabled(obj: BackendService) -> bool:
+    """Whether the service may accept work that only a worker finishes (`POST /orders`): there
+    must be a queue, and a worker group. The outbox relay and the saga's deadline sweep run in the
+    worker processes only, so a queue with no worker group would leave every order accepted
+    (202) and PENDING forever; the service answers 503 instead when this is false."""
+    return obj.spec.queue is not None and bool(obj.spec.queue.workers)
+
+
 def settings(obj: BackendService) -> dict[str, str]:
     """Non-secret service settings, keyed by environment variable."""
     spec = obj.spec
@@ -82,7 +90,7 @@ def settings(obj: BackendService) -> dict[str, str]:
         "ADBM_DB_POOL_ACQUIRE_TIMEOUT_SECONDS": str(db.pool.acquire_timeout_seconds),
         "ADBM_DB_TENANT_SETTING": db.row_level_security.tenant_setting,
         "ADBM_REDIS_KEY_PREFIX": model.redis_key_prefix(obj),
-        "ADBM_QUEUE_ENABLED": "true" if spec.queue is not None else "false",
+        "ADBM_QUEUE_ENABLED": "true" if queue_enabled(obj) else "false",
         "ADBM_POLICY": policy(obj).model_dump_json(),
         "ADBM_HTTP_PORT": str(HTTP_PORT),
         "ADBM_METRICS_PORT": str(METRICS_PORT),

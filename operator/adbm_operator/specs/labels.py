@@ -16,6 +16,7 @@ MANAGED_BY = "adbm-operator"
 APP_NAME = "adbm-backend"
 OWNER_LABEL = "adbm.io/backendservice"
 WORKER_GROUP_LABEL = "adbm.io/worker-group"
+COMPONENT_LABEL = "app.kubernetes.io/component"
 
 # Services need DNS-1035 labels (63); keeping every child within 63 also keeps pod hostnames whole.
 MAX_NAME = 63
@@ -36,7 +37,7 @@ def selector_labels(
 ) -> dict[str, str]:
     labels = {
         "app.kubernetes.io/instance": obj.name,
-        "app.kubernetes.io/component": component,
+        COMPONENT_LABEL: component,
     }
     if group is not None:
         labels[WORKER_GROUP_LABEL] = group

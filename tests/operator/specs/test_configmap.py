@@ -8,6 +8,7 @@ from pydantic import ValidationError
 from adbm_operator import model
 from adbm_operator.specs import configmap
 from reference_service.config import Settings
+from reference_service.domain import orders
 from reference_service.policy import Policy
 from tests.operator.specs.support import variant
 
@@ -30,12 +31,29 @@ def test_rendered_settings_are_what_the_service_reads(
     assert settings.policy == configmap.policy(obj)
     assert settings.log_level == obj.spec.observability.log_level.value
     assert settings.trace_sampling_ratio == obj.spec.observability.tracing.sampling_ratio
-    assert settings.queue_enabled is (obj.spec.queue is not None)
+    assert settings.queue_enabled is (obj.spec.queue is not None and bool(obj.spec.queue.workers))
     assert settings.http_port == configmap.HTTP_PORT
     assert settings.metrics_port == configmap.METRICS_PORT
     adbm_keys = {k for k in data if k.startswith("ADBM_")}
     known = {f"ADBM_{name.upper()}" for name in Settings.model_fields}
     assert adbm_keys <= known, adbm_keys - known
+
+
+def test_a_queue_without_worker_groups_refuses_orders(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The outbox relay and the saga's deadline sweep run only in worker processes
+    (`adbm-service worker`): with a queue but no worker group nothing would ever publish an
+    accepted order's saga, so the service, configured from the rendered ConfigMap, must refuse
+    `POST /orders` (503) rather than accept it (202) and leave it PENDING forever."""
+    for obj, refused in (
+        (variant("full", spec__queue__workers=[]), True),
+        (variant("full"), False),
+    ):
+        for key, value in configmap.settings(obj).items():
+            monkeypatch.setenv(key, value)
+        reason = orders.unavailable(Settings())
+        assert (reason is not None) is refused, reason
+        if refused:
+            assert reason is not None and "queue" in reason
 
 
 def test_policy_carries_rate_limits_versioning_and_idempotency(
