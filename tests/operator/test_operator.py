@@ -95,8 +95,11 @@ async def get(cluster: AdbmEmulator, kind: str, name: str) -> dict[str, Any] | N
         return body
 
 
-async def until(check: Callable[[], Any], *, timeout: float = 10, what: str = "condition") -> Any:
-    """Poll an async or sync check until it returns something truthy."""
+async def until(check: Callable[[], Any], *, timeout: float = 30, what: str = "condition") -> Any:
+    """Poll an async or sync check until it returns something truthy.
+
+    The bound is for a stuck operator, not a speed claim: on a loaded 2-core CI machine a
+    reconcile that takes 1 s alone has been seen to take over 10 s."""
     async with asyncio.timeout(timeout):
         while True:
             result = check()
