@@ -125,7 +125,10 @@ def create_app(
     # is marked so in the OpenAPI document, and its responses carry the deprecation headers.
     # Every API route is rate limited first (one Redis round trip), then, on the idempotent
     # writes, decided by the idempotency store (one more); health and readiness stay unlimited.
-    for version in VERSIONS:
+    # The current version's routes first: routing tries routes in order, so the version most
+    # requests name is matched without trying every route of the others first.
+    current = settings.policy.versioning.current
+    for version in sorted(VERSIONS, key=lambda v: v.name != current):
         gone = versioning.may_be_gone(settings.policy.versioning, version.name)
         app.include_router(
             endpoints.version_router(version, RESOURCES),
