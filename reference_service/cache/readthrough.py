@@ -175,7 +175,9 @@ class ReadThrough:
             task.add_done_callback(lambda _: self._pending.pop(keys.entry, None))
         else:
             self.stats.coalesced += 1
-        return await asyncio.shield(task)
+        value = await asyncio.shield(task)
+        # Each caller its own dict, as from an entry: none can change what another was given.
+        return None if value is None else dict(value)
 
     def _should_refresh(self, entry: dict[str, Any]) -> bool:
         """XFetch: true past the logical expiry, and before it with a probability that is
