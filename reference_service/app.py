@@ -117,6 +117,11 @@ def create_app(
         lifespan=lifespan,
         # Never the debug traceback page: errors are problem+json whatever the settings.
         debug=False,
+        # The service's telemetry is its own (tracing.RequestSpans, access, metrics): FastAPI's
+        # native OpenTelemetry would add its own spans if a global provider were ever set, and
+        # looks the global providers up on every request to find out (up to 9 % of a cached
+        # GET's CPU in a py-spy profile, bench/RESULTS.md).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     problems.install(app)
     app.include_router(health.router)
