@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import os
 import resource
@@ -220,6 +219,7 @@ def _cases(env: Env, work: Path) -> list[Case]:
         ).fetchone()
     assert row is not None and deep is not None
     product = row[0]
+    account = service_setup.seed_account(scratch.admin_url, scratch.tenant_id)
     cursor = CursorCodec(CURSOR_SECRET.encode()).encode("products", (deep[0], deep[1]))
     patch_file = work / "patch-targets.txt"
 
@@ -236,9 +236,15 @@ def _cases(env: Env, work: Path) -> list[Case]:
         Case("same + slowapi (Redis)", "baseline", f"/limited/{product}"),
         Case("FastAPI + psycopg, one INSERT", "baseline", "/insert", lua="insert.lua"),
         Case(
-            "adbm GET /api/v2/products/{id}",
+            "adbm GET /api/v2/products/{id} (cached)",
             "service",
             f"/api/v2/products/{product}",
+            fixed_rate=True,
+        ),
+        Case(
+            "adbm GET /api/v2/accounts/{id} (not cached)",
+            "service",
+            f"/api/v2/accounts/{account}",
             fixed_rate=True,
         ),
         Case("adbm list 50, first page", "service", "/api/v2/products?limit=50", fixed_rate=True),
@@ -346,20 +352,32 @@ def _report(cases: list[Case], fixed: dict[str, dict[str, Any]], args: argparse.
     by = {c.name: c for c in cases}
     rps = {name: _median(c, "rps") for name, c in by.items()}
     names = [c.name for c in cases]
-    bare, select, slow, insert, get, first, deep, post, patch = names
+    bare, select, slow, insert, get, uncached, first, deep, post, patch = names
+
+    cpu = {name: _median(c, "cpu_us") for name, c in by.items()}
 
     def ratio(a: str, b: str) -> str:
-        return f"{rps[a] / rps[b]:.2f}x"
+        # RPS, then the same comparison by the server's CPU per request (requests of `a` one
+        # core serves per request of `b`), which other work on a shared machine moves less.
+        return f"{rps[a] / rps[b]:.2f}x (CPU {cpu[b] / cpu[a]:.2f}x)"
 
     targets = results.table(
-        ["comparison", "measured", "issue 16 target"],
+        ["comparison", "measured: RPS ratio (server CPU ratio)", "issue 16 target"],
         [
-            ["GET vs slowapi baseline", ratio(get, slow), "≥ 1.0x"],
-            ["GET vs one-query baseline", ratio(get, select), "≥ 0.6x"],
+            ["GET (not cached) vs slowapi baseline", ratio(uncached, slow), "≥ 1.0x"],
+            ["GET (not cached) vs one-query baseline", ratio(uncached, select), "≥ 0.6x"],
             [
-                "GET Redis / Postgres round trips",
-                f"{_median(by[get], 'redis_rt'):.2f} / {_median(by[get], 'pg_replies'):.2f}",
+                "GET (not cached) Redis / Postgres round trips",
+                f"{_median(by[uncached], 'redis_rt'):.2f}"
+                f" / {_median(by[uncached], 'pg_replies'):.2f}",
                 "1 / 1",
+            ],
+            ["GET (cached) vs slowapi baseline", ratio(get, slow), "≥ 1.0x"],
+            ["GET (cached) vs one-query baseline", ratio(get, select), "≥ 0.6x"],
+            [
+                "GET (cached) Redis / Postgres round trips",
+                f"{_median(by[get], 'redis_rt'):.2f} / {_median(by[get], 'pg_replies'):.2f}",
+                "1 / 0 (a hit)",
             ],
             ["list first page vs one-query baseline", ratio(first, select), "≥ 0.5x"],
             ["deep page vs first page", ratio(deep, first), "≥ 0.67x (within 1.5x)"],
@@ -400,10 +418,8 @@ def _report(cases: list[Case], fixed: dict[str, dict[str, Any]], args: argparse.
         fixed_rows,
     )
     cache_note = (
-        "- Cached product read: skipped, `reference_service.cache` is not on this branch."
-        if importlib.util.find_spec("reference_service.cache") is None
-        else "- Cached product read: `reference_service.cache` exists, but no route of this"
-        " branch reads through it, so there is no separate case yet."
+        "- Products are read through `reference_service.cache` (a hit after the first"
+        " request: no Postgres); accounts are not cached, so their GET is the one-pipeline read."
     )
     return (
         f"wrk -t1 -c{args.connections} -d{args.seconds:g}s, {args.rounds} interleaved rounds,"

@@ -86,3 +86,18 @@ def seed_products(admin_url: str, tenant_id: uuid.UUID, count: int, sku_prefix: 
             },
         )
         conn.execute("ANALYZE public.products")
+
+
+def seed_account(admin_url: str, tenant_id: uuid.UUID, name: str = "bench") -> uuid.UUID:
+    """One account of the tenant (a resource the service does not cache: its GET reads
+    Postgres every time), as the owner; returns its id."""
+    with psycopg.connect(admin_url) as conn:
+        row = conn.execute(
+            "INSERT INTO public.accounts"
+            " (id, tenant_id, created_by, updated_by, name, currency, balance_minor)"
+            " VALUES (gen_random_uuid(), %s, 'bench', 'bench', %s, 'EUR', 0) RETURNING id",
+            (tenant_id, name),
+        ).fetchone()
+    assert row is not None
+    account_id: uuid.UUID = row[0]
+    return account_id

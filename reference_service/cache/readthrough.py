@@ -6,8 +6,10 @@
 - **avalanche**: every TTL is drawn with jitter, so entries filled together expire apart;
 - **stampede**: on expiry one caller rebuilds under a `SET NX PX` mutex holding an owner token
   (released by compare-and-delete, unlock.lua); the others serve the stale entry, kept past its
-  logical expiry for that, or, with no entry at all, wait briefly for the rebuild. A holder that
-  dies blocks nobody past its lease: the mutex expires and the next caller rebuilds;
+  logical expiry for that, or, with no entry at all, wait briefly for the rebuild: the callers
+  of one process share one wait (one poller of Redis per process and key), and are all woken
+  by its end. A holder that dies blocks nobody past its lease: the mutex expires and the next
+  caller rebuilds;
 - **early refresh** (XFetch, Vattani et al. 2015): a reader refreshes before expiry with a
   probability that grows as expiry nears and with how long the last rebuild took, so a hot
   key is usually rebuilt by one reader before it ever expires;
@@ -17,7 +19,8 @@
   a cached value is never served to another tenant.
 
 A hit costs one round trip (read.lua returns the filter's verdict, the entry and its
-generation together).
+generation together), which a caller may fold into a round trip of its own (`read_call`, and
+the reply as `get(first=...)`: the service sends it with the request's rate-limit decision).
 
 Every `get` counts one lookup in `adbm_cache_lookups_total` by its result: `hit` (a fresh entry),
 `negative_hit` (a cached "no such row"), `stale` (served while another caller rebuilds),
@@ -37,7 +40,7 @@ import math
 import random
 import secrets
 import time
-from collections.abc import AsyncIterable, Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -54,6 +57,12 @@ Loader = Callable[[], Awaitable[dict[str, Any] | None]]
 
 def _script(name: str) -> str:
     return resources.files("reference_service.cache").joinpath(name).read_text()
+
+
+READ_SCRIPT = _script("read.lua")
+"""A read's one round trip: the filter's verdict, the entry and its generation."""
+BLOOM_SCRIPT = _script("bloom.lua")
+"""The filter's bits: `add` or `check` one item's positions."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +85,8 @@ class CacheStats:
     refused_by_filter: int = 0
     loads: int = 0
     waits: int = 0
+    coalesced: int = 0
+    """Misses that joined this process's wait for the same key instead of waiting on their own."""
 
 
 @dataclass
@@ -104,11 +115,12 @@ class ReadThrough:
             for result in ("hit", "negative_hit", "stale", "filtered", "miss")
         }
         self._waits = metrics.CACHE_STAMPEDE_WAITS.labels(self.namespace)
-        self._read = self.redis.register_script(_script("read.lua"))
+        self._pending: dict[str, asyncio.Future[dict[str, Any] | None]] = {}
+        self._read = self.redis.register_script(READ_SCRIPT)
         self._store = self.redis.register_script(_script("store.lua"))
         self._unlock = self.redis.register_script(_script("unlock.lua"))
         self._invalidate = self.redis.register_script(_script("invalidate.lua"))
-        self._bloom = self.redis.register_script(_script("bloom.lua"))
+        self._bloom = self.redis.register_script(BLOOM_SCRIPT)
 
     def keys(self, tenant_id: UUID, item_id: str) -> _Keys:
         entry = f"{self.prefix}cache:{self.namespace}:{tenant_id}:{item_id}"
@@ -117,6 +129,15 @@ class ReadThrough:
 
     # --- reads --------------------------------------------------------------------------------
 
+    def read_call(self, tenant_id: UUID, item_id: str) -> tuple[list[str], list[int]]:
+        """The keys and arguments of `READ_SCRIPT` for one item: for a caller that sends the
+        read in a round trip of its own making, and hands its reply to `get` as `first`."""
+        keys = self.keys(tenant_id, item_id)
+        return (
+            [keys.bloom, keys.built, keys.entry, keys.generation],
+            self.shape.positions(item_id),
+        )
+
     async def get(
         self,
         tenant_id: UUID,
@@ -124,14 +145,16 @@ class ReadThrough:
         loader: Loader,
         *,
         on_unbuilt: Callable[[], None] | None = None,
+        first: Sequence[Any] | None = None,
     ) -> dict[str, Any] | None:
         """The cached value, loaded by `loader` when needed; `on_unbuilt` is called when the
-        tenant's filter is not built (yet, or any more), for the caller to build it."""
+        tenant's filter is not built (yet, or any more), for the caller to build it. `first`
+        is the reply of `READ_SCRIPT` to `read_call`, when the caller already has it."""
         keys = self.keys(tenant_id, item_id)
-        verdict, raw, generation = await self._read(
-            keys=[keys.bloom, keys.built, keys.entry, keys.generation],
-            args=self.shape.positions(item_id),
-        )
+        if first is None:
+            read_keys, positions = self.read_call(tenant_id, item_id)
+            first = await self._read(keys=read_keys, args=positions)
+        verdict, raw, generation = first
         if verdict == -1 and on_unbuilt is not None:
             on_unbuilt()
         if verdict == 0:
@@ -150,7 +173,30 @@ class ReadThrough:
                 self._lookups["stale"].inc()
                 return _value(entry)
             return await self._rebuild(keys, token, loader)
-        return await self._wait_or_build(keys, loader, generation)
+        return await self._shared_wait_or_build(keys, loader, generation)
+
+    async def _shared_wait_or_build(
+        self, keys: _Keys, loader: Loader, generation: bytes | str
+    ) -> dict[str, Any] | None:
+        """`_wait_or_build`, once per process and key however many callers miss it together:
+        the others await the same task, so a cold hot key costs this process one mutex attempt
+        and one waiter polling Redis, not one each (1,000 pollers kept the loop too busy to
+        finish the rebuild they were waiting for). The task is shielded: a caller that goes
+        away cancels only its own wait. Keys hold the tenant, so only one tenant's callers
+        ever share a task."""
+        task = self._pending.get(keys.entry)
+        if task is None:
+            task = asyncio.ensure_future(self._wait_or_build(keys, loader, generation))
+            self._pending[keys.entry] = task
+            task.add_done_callback(lambda _: self._pending.pop(keys.entry, None))
+        else:
+            # A joiner waits for this process's caller: its lookup is a miss, and a wait.
+            self.stats.coalesced += 1
+            self._lookups["miss"].inc()
+            self._waits.inc()
+        value = await asyncio.shield(task)
+        # Each caller its own dict, as from an entry: none can change what another was given.
+        return None if value is None else dict(value)
 
     def _should_refresh(self, entry: dict[str, Any]) -> bool:
         """XFetch: true past the logical expiry, and before it with a probability that is
@@ -216,7 +262,9 @@ class ReadThrough:
                 self._waits.inc()
             while True:
                 await asyncio.sleep(pause)
-                pause = min(pause * 2, 0.05)
+                # One poller per process and key (`_shared_wait_or_build`): it can afford to
+                # look often, so the waiters wake within 20 ms of the entry being stored.
+                pause = min(pause * 2, 0.02)
                 raw, holder = await self.redis.mget(keys.entry, keys.lock)
                 if raw is not None:
                     self._lookups["miss"].inc()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Generic
 from uuid import UUID
 
@@ -70,15 +70,27 @@ class TableCache(Generic[M]):
             ),
         )
 
-    async def get(self, tenant_id: UUID, row_id: UUID) -> M:
+    async def get(self, tenant_id: UUID, row_id: UUID, first: Sequence[Any] | None = None) -> M:
         """The live row as the tenant sees it, or `repository.NotFound`."""
-        row = await self.find(tenant_id, row_id)
+        row = await self.find(tenant_id, row_id, first)
         if row is None:
             raise NotFound(self._table.name, row_id)
         return row
 
-    async def find(self, tenant_id: UUID, row_id: UUID) -> M | None:
-        """The live row as the tenant sees it, or None."""
+    def read_call(self, tenant_id: UUID, row_id: UUID) -> tuple[list[str], list[int]]:
+        """Keys and arguments of `readthrough.READ_SCRIPT` for the row (see `find`'s `first`)."""
+        return self.cache.read_call(tenant_id, str(row_id))
+
+    def remember_call(self, tenant_id: UUID, row_id: UUID) -> tuple[str, list[int]]:
+        """The filter key and bit positions that `remember` sets, for a caller that sets them
+        in a round trip of its own (before the row's insert commits, as `remember`)."""
+        return self.cache.keys(tenant_id, "").bloom, self.cache.shape.positions(str(row_id))
+
+    async def find(
+        self, tenant_id: UUID, row_id: UUID, first: Sequence[Any] | None = None
+    ) -> M | None:
+        """The live row as the tenant sees it, or None. `first`: the reply of the read script
+        to `read_call`, when the caller sent it already."""
 
         async def load() -> dict[str, Any] | None:
             try:
@@ -93,6 +105,7 @@ class TableCache(Generic[M]):
                 str(row_id),
                 load,
                 on_unbuilt=(lambda: self._build_soon(tenant_id)) if self._build_filters else None,
+                first=first,
             )
         except RedisError as exc:
             log.warning(

@@ -6,13 +6,18 @@ carries no tenant into its next use, and RLS policies compare rows with it.
 
 Round trips (measured, see the performance notes: each costs ~50 µs of latency plus Python CPU):
 
-- `transaction()`: BEGIN and set_config go out together in pipeline mode, then the caller's
+- `transaction()`: BEGIN and set_config go out together in one message, then the caller's
   statements (one round trip each), then COMMIT: N + 2 for N statements, the same as a bare
   psycopg transaction without any tenant. To allow that, pool connections are in autocommit mode
   at the driver level and the transaction is opened and closed here explicitly (psycopg's own
-  implicit BEGIN is a round trip of its own, also in pipeline mode).
-- `read()`: BEGIN READ ONLY, set_config, one statement and COMMIT in one pipeline: one round trip.
+  implicit BEGIN is a round trip of its own).
+- `read()`: BEGIN READ ONLY, set_config, one statement and COMMIT in one message: one round trip.
   For the hot single-statement reads (get by id, one page, key lookup).
+
+Both send their opening as one simple-query message of several statements rather than a
+pipeline: the same single round trip, at about half of psycopg's CPU (see bench/RESULTS.md).
+Postgres runs such a message as written; a statement that fails skips the rest, leaving the
+explicit transaction aborted, which the error path rolls back.
 
 There is no health check on checkout (it would be one more round trip per transaction). A stale
 connection (server restarted, idle connection cut) is found by the first statement sent on it,
@@ -31,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import psycopg
-from psycopg import AsyncConnection, AsyncCursor, sql
+from psycopg import AsyncClientCursor, AsyncConnection, AsyncCursor, sql
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
@@ -49,6 +54,7 @@ _SET_TENANT = sql.SQL("SELECT pg_catalog.set_config(%s, %s, true)")
 _BEGIN = sql.SQL("BEGIN")
 _BEGIN_READ_ONLY = sql.SQL("BEGIN READ ONLY")
 _COMMIT = sql.SQL("COMMIT")
+_STATEMENTS = sql.SQL("; ")
 # Span attributes: one span per pooled unit of work (a read is one round trip), not one per
 # statement: in pipeline mode a statement's own time says nothing.
 _READ: Final = {"db.system.name": "postgresql", "db.operation.name": "read"}
@@ -267,12 +273,22 @@ class Database:
             conn = await self._getconn(deadline)
             try:
                 cur: AsyncCursor[DictRow] | None = None
-                async with conn.pipeline():
-                    await conn.execute(begin)
-                    await conn.execute(_SET_TENANT, (self._tenant_setting, tenant))
-                    if statement is not None:
-                        cur = await conn.execute(statement.query, statement.params)
-                        await conn.execute(_COMMIT)
+                parts: list[sql.Composable] = [begin, _SET_TENANT]
+                params: list[Any] = [self._tenant_setting, tenant]
+                if statement is not None:
+                    parts += [statement.query, _COMMIT]
+                    params += statement.params
+                # One simple-query message holding every statement: one round trip, and one
+                # execute for psycopg (a pipeline costs a Python round of its own per
+                # statement, measured at 150 us a read here). The parameters are bound on the
+                # client as SQL literals, psycopg's own quoting (`ClientCursor`).
+                multi = AsyncClientCursor(conn, row_factory=dict_row)
+                await multi.execute(_STATEMENTS.join(parts), params)
+                if statement is not None:
+                    # Past the results of BEGIN and set_config, to the statement's own.
+                    multi.nextset()
+                    multi.nextset()
+                    cur = multi
             except psycopg.OperationalError:
                 stale = conn.broken
                 await _rollback_quietly(conn)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,6 +15,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    TypeAdapter,
     field_validator,
     model_validator,
 )
@@ -119,10 +121,27 @@ class Table(Generic[M]):
     ) -> list[M]:
         """Up to `limit` live rows after the keyset position `after`."""
         statement = repository.select_page(self.name, after=after, limit=limit)
-        return [self.model.model_validate(row) for row in await database.read(tenant_id, statement)]
+        # One validator call for the page (a list adapter), not one per row.
+        rows: list[M] = self._rows.validate_python(await database.read(tenant_id, statement))
+        return rows
 
-    async def create(self, conn: Connection, tenant_id: UUID, data: Input, *, actor: str) -> M:
+    @functools.cached_property
+    def _rows(self) -> TypeAdapter[list[M]]:
+        return TypeAdapter(list[self.model])  # type: ignore[name-defined]
+
+    async def create(
+        self,
+        conn: Connection,
+        tenant_id: UUID,
+        data: Input,
+        *,
+        actor: str,
+        row_id: UUID | None = None,
+    ) -> M:
+        """Insert the row; `row_id` is its id when the caller made one (a UUIDv7) beforehand."""
         values = {"tenant_id": tenant_id, **data.model_dump()}
+        if row_id is not None:
+            values["id"] = row_id
         return self.model.model_validate(
             await repository.insert(conn, self.name, values, actor=actor)
         )

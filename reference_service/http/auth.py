@@ -13,6 +13,7 @@ are refused with 429s before they cost lookups.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import Depends, Request, Response
@@ -58,10 +59,14 @@ async def current_principal(
             if key is None
             else "The API key is not valid."
         )
-    # An address that used up its failures is refused before the lookup costs anything.
-    await ratelimit.enforce_unauthenticated(limiter, request, response, charge=False)
-    principal = await authenticate(svc.database, key)
-    svc.key_cache.put(key, principal)
+    if not svc.key_cache.in_flight(key):
+        # An address that used up its failures is refused before the lookup costs anything;
+        # joining a lookup already under way costs nothing more.
+        await ratelimit.enforce_unauthenticated(limiter, request, response, charge=False)
+    # One lookup per key at a time in the process; it fills the cache.
+    principal = await asyncio.shield(
+        svc.key_cache.resolve(key, lambda: authenticate(svc.database, key))
+    )
     if principal is None:
         await ratelimit.enforce_unauthenticated(limiter, request, response)
         # The same answer for a malformed, unknown or revoked key: nothing to probe for.

@@ -5,7 +5,7 @@ Each operation has one handler shape here, whatever the resource or the version:
 call the resource's table as the caller's tenant, shape the response. Reads are one pipelined
 round trip (`Database.read`); writes run in a `Database.transaction`, and a change is one
 statement conditioned on the version the client read (`If-Match`), so a concurrent change is
-refused (412) instead of silently overwritten. Responses are `JSONResponse`s built by the
+refused (412) instead of silently overwritten. Responses are `FastJSONResponse`s built by the
 representation; `response_model` is declared only for the OpenAPI document, so FastAPI does not
 validate and serialise each body a second time.
 
@@ -27,13 +27,13 @@ from collections.abc import Callable, Iterable
 from typing import Annotated, Any, Final
 from uuid import UUID
 
-from fastapi import APIRouter, Path, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Path, Request, Response
 
 from reference_service.domain.common import Operation, ResourceSpec
 from reference_service.http import guards, idempotency, problems
 from reference_service.http.auth import CurrentPrincipal, actor
 from reference_service.http.head import head_of
+from reference_service.http.json_response import FastJSONResponse
 from reference_service.http.jsonbody import JsonBodyRoute
 from reference_service.http.pagination import CursorParam, Limit, Page, page_response
 from reference_service.http.preconditions import (
@@ -99,7 +99,9 @@ def operation_problems(spec: ResourceSpec[Any], operation: Operation) -> list[Pr
 def resource_response(
     body: dict[str, Any], version: int, status_code: int = 200, **headers: str
 ) -> Response:
-    return JSONResponse(body, status_code=status_code, headers={"ETag": etag(version), **headers})
+    return FastJSONResponse(
+        body, status_code=status_code, headers={"ETag": etag(version), **headers}
+    )
 
 
 Handler = Callable[..., Any]
@@ -117,11 +119,13 @@ def _create(spec: ResourceSpec[Any], version: Representation) -> Handler:
         svc: Svc,
     ) -> Response:
         cache = svc.caches.get(spec.name)
+        # The id the idempotency claim reserved is in the filter already (same round trip).
+        reserved = guards.reserved_id(request)
         async with svc.database.transaction(principal.tenant_id) as conn:
             row = await spec.table.create(
-                conn, principal.tenant_id, to_domain(data), actor=actor(principal)
+                conn, principal.tenant_id, to_domain(data), actor=actor(principal), row_id=reserved
             )
-            if cache is not None:
+            if cache is not None and reserved is None:
                 # Before the commit: no read after it may be refused by the filter.
                 await cache.remember(principal.tenant_id, row.id)
         location = f"{request.url.path}/{row.id}"
@@ -163,6 +167,7 @@ def _submit(spec: ResourceSpec[Any], version: Representation) -> Handler:
 
 def _list(spec: ResourceSpec[Any], version: Representation) -> Handler:
     show = version.show(spec)
+    show_all = version.show_all(spec)
 
     async def list_(
         request: Request,
@@ -175,7 +180,7 @@ def _list(spec: ResourceSpec[Any], version: Representation) -> Handler:
         rows = await spec.table.page(
             svc.database, principal.tenant_id, after=after, limit=limit + 1
         )
-        return page_response(request, svc.cursors, spec.name, rows, limit, show)
+        return page_response(request, svc.cursors, spec.name, rows, limit, show, show_all)
 
     return list_
 
@@ -183,6 +188,21 @@ def _list(spec: ResourceSpec[Any], version: Representation) -> Handler:
 def _get(spec: ResourceSpec[Any], version: Representation) -> Handler:
     show = version.show(spec)
     item_id = Annotated[UUID, Path(alias=f"{spec.item}_id")]
+    if spec.cached:
+        # The rate limit and the cache read in one Redis round trip (the route's only guard).
+        first_read = Annotated[Any, Depends(guards.cached_read(spec.name, f"{spec.item}_id"))]
+
+        async def cached_get(
+            row_id: item_id, principal: CurrentPrincipal, svc: Svc, first: first_read
+        ) -> Response:
+            cache = svc.caches.get(spec.name)
+            if cache is not None:
+                row = await cache.get(principal.tenant_id, row_id, first)
+            else:
+                row = await spec.table.get(svc.database, principal.tenant_id, row_id)
+            return resource_response(show(row), row.version)
+
+        return cached_get
 
     async def get(row_id: item_id, principal: CurrentPrincipal, svc: Svc) -> Response:
         cache = svc.caches.get(spec.name)
@@ -283,9 +303,15 @@ def add_resource(router: APIRouter, spec: ResourceSpec[Any], version: Representa
         make, method, below, status, name = _OPERATIONS[operation]
         if operation is Operation.CREATE and spec.submission is not None:
             make, status = _submit, 202
+        # Each route's guards rate limit it once: an idempotent write's claim and a cached
+        # GET's read travel with the limit, in one Redis round trip.
         dependencies = [guards.RATE_LIMITED]
         if operation in spec.idempotent:
-            dependencies.append(guards.IDEMPOTENT)
+            dependencies = [guards.IDEMPOTENT]
+            if operation is Operation.CREATE and spec.cached and spec.submission is None:
+                dependencies.insert(0, Depends(guards.creates(spec.name)))
+        elif operation is Operation.GET and spec.cached:
+            dependencies = []  # the handler's own `cached_read` parameter
         headers = _headers(spec, operation)
         path = f"/{spec.name}" + below.format(item=spec.item)
         handler = make(spec, version)

@@ -1,13 +1,20 @@
 """The dependencies the endpoint factory puts in front of routes: rate limits on every API
-route, the idempotency decision on every write a resource declares idempotent."""
+route, the idempotency decision on every write a resource declares idempotent.
+
+What a request does in Redis right after its rate limit travels with it, in one round trip
+(`ratelimit.Rider`): an idempotent write's claim (and, creating a cached resource's row, the
+new id's filter bits), a cached GET's read of its row."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
+from uuid import UUID
 
 from fastapi import Depends, Request, Response
 
+from reference_service.cache import readthrough
+from reference_service.db.uuid7 import uuid7
 from reference_service.http import idempotency, ratelimit
 from reference_service.http.auth import CurrentPrincipal
 from reference_service.http.state import Svc
@@ -49,9 +56,103 @@ def rate_limited(*, authenticated: bool = True) -> Callable[..., Awaitable[ratel
     return by_principal
 
 
-async def idempotent(request: Request, principal: CurrentPrincipal, svc: Svc) -> None:
-    """Run the write once per `Idempotency-Key` (see `idempotency`)."""
-    await idempotency.decide(svc.idempotency, request, principal.tenant_id)
+# The idempotency decision, and the filter bits of a cached resource's new row, composed with
+# the rate limit: one round trip for all three.
+_CLAIM: Final = ratelimit.RiderScript(
+    "idempotency begin",
+    """
+local claim = idempotency({KEYS[1]}, {ARGV[1], ARGV[2], ARGV[3], ARGV[4]})
+if claim[1] == 'new' and KEYS[2] then
+  local add = {'add'}
+  for i = 5, #ARGV do add[#add + 1] = ARGV[i] end
+  bloom({KEYS[2]}, add)
+end
+return claim
+""",
+    idempotency=idempotency.SCRIPT,
+    bloom=readthrough.BLOOM_SCRIPT,
+)
+_CACHED_READ: Final = ratelimit.RiderScript("cache read", readthrough.READ_SCRIPT)
+# Where `creates` leaves the collection a route creates rows of, for `idempotent`.
+_CREATES: Final = "adbm.creates"
+# Where `idempotent` leaves the id it reserved (and put in the filter) for the row to create.
+_RESERVED: Final = "adbm.reserved_id"
+
+
+def creates(collection: str) -> Callable[..., Awaitable[None]]:
+    """A dependency naming the collection a route creates rows of: listed before `IDEMPOTENT`,
+    it lets the claim also put the new row's id in the collection's filter, when cached."""
+
+    async def mark(request: Request) -> None:
+        request.scope[_CREATES] = collection
+
+    return mark
+
+
+def reserved_id(request: Request) -> UUID | None:
+    """The id `idempotent` reserved for the row this request creates, already in its cache's
+    filter; None when there is none (the handler then makes one and remembers it itself)."""
+    found = request.scope.get(_RESERVED)
+    return found if isinstance(found, UUID) else None
+
+
+async def idempotent(
+    request: Request, response: Response, principal: CurrentPrincipal, svc: Svc, limiter: Limiter
+) -> None:
+    """Rate limit the write and run it once per `Idempotency-Key` (see `idempotency`): the
+    limit and the claim in one Redis round trip. A request without a valid key is charged like
+    any other before it is refused."""
+    scope_id = ratelimit.principal_scope(limiter, principal)
+    prepared = await idempotency.prepare(request)
+    if prepared is None:
+        await ratelimit.enforce(limiter, request, response, scope_id)
+        raise idempotency.key_required()
+    keys, args = svc.idempotency.begin_call(
+        principal.tenant_id, prepared.key, prepared.fingerprint, prepared.token
+    )
+    cache = svc.caches.get(request.scope.get(_CREATES, ""))
+    if cache is not None:
+        row_id = uuid7()
+        bloom, positions = cache.remember_call(principal.tenant_id, row_id)
+        keys, args = [*keys, bloom], [*args, *positions]
+        request.scope[_RESERVED] = row_id
+    rider = ratelimit.Rider(_CLAIM, tuple(keys), tuple(args))
+    decision = await ratelimit.enforce(limiter, request, response, scope_id, rider)
+    if decision.carried is None:
+        # Redis did not decide the limit (the fallback did): nothing was claimed or reserved.
+        request.scope.pop(_RESERVED, None)
+    await idempotency.decide(
+        svc.idempotency, request, principal.tenant_id, prepared, decision.carried
+    )
+
+
+def cached_read(collection: str, path_param: str) -> Callable[..., Awaitable[Any]]:
+    """The rate limit of a cached resource's GET, with the cache read of its row in the same
+    round trip: the dependency's value is that read's reply for `TableCache.get(first=...)`,
+    or None (the handler then reads on its own)."""
+
+    async def guard(
+        request: Request,
+        response: Response,
+        principal: CurrentPrincipal,
+        svc: Svc,
+        limiter: Limiter,
+    ) -> Any:
+        scope_id = ratelimit.principal_scope(limiter, principal)
+        cache = svc.caches.get(collection)
+        try:
+            row_id = UUID(request.path_params[path_param])
+        except (KeyError, ValueError):
+            cache = None  # the route answers the bad id (400) once the limit admitted it
+        if cache is None:
+            await ratelimit.enforce(limiter, request, response, scope_id)
+            return None
+        keys, args = cache.read_call(principal.tenant_id, row_id)
+        rider = ratelimit.Rider(_CACHED_READ, tuple(keys), tuple(args))
+        decision = await ratelimit.enforce(limiter, request, response, scope_id, rider)
+        return decision.carried
+
+    return guard
 
 
 RATE_LIMITED: Final = Depends(rate_limited())

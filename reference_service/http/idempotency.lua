@@ -6,6 +6,7 @@
 --
 -- begin   ARGV[2] fingerprint, ARGV[3] owner token, ARGV[4] lock TTL (ms)
 --         -> {"new"}                            the caller now owns the lock and runs the request
+--                                               (also when it already held it with this token)
 --         -> {"mismatch"}                       the key was used with another request (422)
 --         -> {"busy", pttl}                     the first request is still running (409)
 --         -> {"done", status, headers, body}    the stored response, to replay
@@ -18,7 +19,7 @@ local key = KEYS[1]
 local mode = ARGV[1]
 
 if mode == "begin" then
-  local rec = redis.call("HMGET", key, "fp", "state", "status", "headers", "body")
+  local rec = redis.call("HMGET", key, "fp", "state", "status", "headers", "body", "token")
   if not rec[1] then
     redis.call("HSET", key, "fp", ARGV[2], "state", "lock", "token", ARGV[3])
     redis.call("PEXPIRE", key, ARGV[4])
@@ -30,6 +31,10 @@ if mode == "begin" then
     return {"mismatch"}
   end
   if rec[2] == "lock" then
+    -- The same claim asked again (its first answer was lost to a timeout): it is still ours.
+    if rec[6] == ARGV[3] then
+      return {"new"}
+    end
     return {"busy", redis.call("PTTL", key)}
   end
   return {"done", rec[3], rec[4], rec[5]}

@@ -8,8 +8,11 @@ same payload, marked `Idempotent-Replayed: true`. While the first still runs, ot
 the lock without storing, so a retry can run. Keys are scoped per tenant.
 
 Each request costs one Redis round trip to decide (new / in flight / done / mismatch: one Lua
-script) and, for a new request, one more to store or release. Without Redis the answer is 503:
-running the side effect without the guarantee is what the client asked us not to do.
+script), which the service sends together with the request's rate-limit decision (one script,
+`guards.idempotent`), and, for a new request, one more to store or release. A decision asked
+again with the same claim token (its first answer lost to a timeout) is still "new". Without
+Redis the answer is 503: running the side effect without the guarantee is what the client asked
+us not to do.
 
 Two pieces, because the tenant is known only after authentication (a route dependency) while
 the response exists only outside the route:
@@ -83,7 +86,7 @@ KEY_PARAMETER: Final[dict[str, Any]] = {
     "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"},
 }
 
-_LUA: Final = resources.files(__package__).joinpath("idempotency.lua").read_text()
+SCRIPT: Final = resources.files(__package__).joinpath("idempotency.lua").read_text()
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,19 @@ def valid_key(value: str | None) -> bool:
     return value is not None and _KEY_PATTERN.fullmatch(value) is not None
 
 
+def outcome(reply: Any, token: str) -> Outcome:
+    """The `begin` reply of `SCRIPT` as an outcome; `token` is the one the call was sent with."""
+    verdict = _bytes(reply[0])
+    if verdict == b"new":
+        return New(token)
+    if verdict == b"mismatch":
+        return Mismatch()
+    if verdict == b"busy":
+        return InFlight(max(0, int(reply[1])))
+    headers = [(str(n), str(v)) for n, v in json.loads(_bytes(reply[2]))]
+    return Done(StoredResponse(int(reply[1]), headers, _bytes(reply[3])))
+
+
 class Idempotency:
     """The Redis side: one record per (tenant, key), decided by `idempotency.lua`."""
 
@@ -165,27 +181,30 @@ class Idempotency:
         self.ttl_ms = int(ttl_seconds * 1000)
         self.lock_ms = int(lock_seconds * 1000)
         # EVALSHA, loading the script again only when the server has lost it.
-        self._script = redis.register_script(_LUA)
+        self._script = redis.register_script(SCRIPT)
 
     def record_key(self, tenant_id: UUID, key: str) -> str:
         return f"{self.key_prefix}idem:{tenant_id}:{key}"
 
-    async def begin(self, tenant_id: UUID, key: str, request_fingerprint: str) -> Outcome:
-        token = secrets.token_hex(16)
+    def begin_call(
+        self, tenant_id: UUID, key: str, request_fingerprint: str, token: str
+    ) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of `SCRIPT` that `begin` sends, for a caller that sends them
+        in a round trip of its own making and hands the reply to `outcome`."""
+        return (
+            [self.record_key(tenant_id, key)],
+            ["begin", request_fingerprint, token, self.lock_ms],
+        )
+
+    async def begin(
+        self, tenant_id: UUID, key: str, request_fingerprint: str, token: str | None = None
+    ) -> Outcome:
+        """Decide a request; `token` is the claim's owner (a new one if not given)."""
+        token = token or secrets.token_hex(16)
+        keys, args = self.begin_call(tenant_id, key, request_fingerprint, token)
         with client_span("redis idempotency begin", _SPAN):
-            reply = await self._script(
-                keys=[self.record_key(tenant_id, key)],
-                args=["begin", request_fingerprint, token, self.lock_ms],
-            )
-        verdict = _bytes(reply[0])
-        if verdict == b"new":
-            return New(token)
-        if verdict == b"mismatch":
-            return Mismatch()
-        if verdict == b"busy":
-            return InFlight(max(0, int(reply[1])))
-        headers = [(str(n), str(v)) for n, v in json.loads(_bytes(reply[2]))]
-        return Done(StoredResponse(int(reply[1]), headers, _bytes(reply[3])))
+            reply = await self._script(keys=keys, args=args)
+        return outcome(reply, token)
 
     async def store(self, tenant_id: UUID, key: str, token: str, response: StoredResponse) -> bool:
         """Record the response; False when `token` no longer owns the lock (it expired and
@@ -247,42 +266,76 @@ def _unavailable() -> Problem:
     )
 
 
-async def decide(engine: Idempotency, request: Request, tenant_id: UUID) -> None:
-    """Decide a write before its route runs (see the module doc): return to let it run under
-    a claim, or raise (a problem, or the replay the middleware sends)."""
-    slot = request.scope.get(_SLOT)
-    assert isinstance(slot, _Slot), "the idempotency middleware did not see this request"
+@dataclass(frozen=True)
+class Prepared:
+    """A write's idempotency request, ready to be sent: see `prepare`."""
+
+    key: str
+    fingerprint: str
+    token: str
+
+
+async def prepare(request: Request) -> Prepared | None:
+    """The request's key, fingerprint and a new claim token; None when the key header is
+    missing or malformed (`key_required` is the answer, once the request was rate limited)."""
     key = request.headers.get(KEY_HEADER)
     if not valid_key(key):
-        raise Problem(
-            IDEMPOTENCY_KEY_REQUIRED,
-            f"Send `{KEY_HEADER}` with 1 to 255 visible ASCII characters, unique per operation.",
-        )
+        return None
     assert key is not None
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     body = canonical_body(await request.body(), request.headers.get("content-type"))
+    return Prepared(key, fingerprint(request.method, target, body), secrets.token_hex(16))
+
+
+def key_required() -> Problem:
+    return Problem(
+        IDEMPOTENCY_KEY_REQUIRED,
+        f"Send `{KEY_HEADER}` with 1 to 255 visible ASCII characters, unique per operation.",
+    )
+
+
+async def decide(
+    engine: Idempotency,
+    request: Request,
+    tenant_id: UUID,
+    prepared: Prepared | None = None,
+    reply: Any = None,
+) -> None:
+    """Decide a write before its route runs (see the module doc): return to let it run under
+    a claim, or raise (a problem, or the replay the middleware sends). `prepared` is what
+    `prepare` made of the request and `reply` the script's answer to its `begin_call`, when
+    the caller sent it already (with the rate limit); otherwise this asks Redis itself."""
+    slot = request.scope.get(_SLOT)
+    assert isinstance(slot, _Slot), "the idempotency middleware did not see this request"
+    prepared = prepared or await prepare(request)
+    if prepared is None:
+        raise key_required()
+    key = prepared.key
     try:
-        outcome = await engine.begin(tenant_id, key, fingerprint(request.method, target, body))
+        if reply is None:
+            found = await engine.begin(tenant_id, key, prepared.fingerprint, prepared.token)
+        else:
+            found = outcome(reply, prepared.token)
     except (RedisError, OSError) as exc:
         log.warning("idempotency store unavailable: %s", exc)
         metrics.IDEMPOTENCY_OUTCOMES.labels("unavailable").inc()
         raise _unavailable() from exc
-    metrics.IDEMPOTENCY_OUTCOMES.labels(_OUTCOME_LABELS[type(outcome)]).inc()
-    if isinstance(outcome, New):
-        slot.claim = _Claim(engine, tenant_id, key, outcome.token)
+    metrics.IDEMPOTENCY_OUTCOMES.labels(_OUTCOME_LABELS[type(found)]).inc()
+    if isinstance(found, New):
+        slot.claim = _Claim(engine, tenant_id, key, found.token)
         return
-    if isinstance(outcome, Mismatch):
+    if isinstance(found, Mismatch):
         raise Problem(
             IDEMPOTENCY_KEY_REUSED, f"This {KEY_HEADER} was used with a different request."
         )
-    if isinstance(outcome, InFlight):
+    if isinstance(found, InFlight):
         raise Problem(
             IDEMPOTENCY_IN_FLIGHT,
             f"A request with this {KEY_HEADER} is still in progress.",
             # Writes finish in milliseconds: an early retry is better than waiting out the lock.
-            headers={"Retry-After": retry_after(min(1.0, outcome.retry_after_ms / 1000))},
+            headers={"Retry-After": retry_after(min(1.0, found.retry_after_ms / 1000))},
         )
-    slot.replay = outcome.response
+    slot.replay = found.response
     raise _Replayed()
 
 

@@ -11,8 +11,9 @@ not hold keys in the clear any longer than a request does.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 from reference_service.db.admin import Principal, hash_key
@@ -38,6 +39,7 @@ class KeyCache:
         self.ttl_seconds = ttl_seconds
         self.clock = clock
         self._entries: dict[bytes, tuple[float, Principal | Unknown]] = {}
+        self._pending: dict[bytes, asyncio.Future[Principal | None]] = {}
 
     def get(self, key: str) -> Principal | Unknown | None:
         """The cached answer for `key`, or None when there is none still fresh."""
@@ -56,6 +58,33 @@ class KeyCache:
             self._prune()
         answer = UNKNOWN if principal is None else principal
         self._entries[hash_key(key)] = (self.clock() + self.ttl_seconds, answer)
+
+    def in_flight(self, key: str) -> bool:
+        """Whether a lookup of `key` is under way in this process (`resolve`)."""
+        return hash_key(key) in self._pending
+
+    def resolve(
+        self, key: str, lookup: Callable[[], Awaitable[Principal | None]]
+    ) -> asyncio.Future[Principal | None]:
+        """The answer of `lookup` for `key`, cached when it comes: one lookup per key at a time
+        in this process, however many requests with that key arrive while it runs (when an
+        entry expires under load, every request in flight would otherwise look it up). The
+        lookup is a task of its own: a request that goes away does not cancel it for the
+        others (await it through `asyncio.shield`)."""
+        digest = hash_key(key)
+        task = self._pending.get(digest)
+        if task is None:
+            task = asyncio.ensure_future(self._resolve(key, lookup))
+            self._pending[digest] = task
+            task.add_done_callback(lambda _: self._pending.pop(digest, None))
+        return task
+
+    async def _resolve(
+        self, key: str, lookup: Callable[[], Awaitable[Principal | None]]
+    ) -> Principal | None:
+        principal = await lookup()
+        self.put(key, principal)
+        return principal
 
     def _prune(self) -> None:
         now = self.clock()

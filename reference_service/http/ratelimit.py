@@ -109,6 +109,8 @@ __all__ = [
     "LimitedQuota",
     "RateLimitHeaders",
     "RateLimiter",
+    "Rider",
+    "RiderScript",
     "client_scope",
     "enforce",
     "principal_scope",
@@ -162,6 +164,48 @@ class LimitedQuota:
         return f"{_sf_string(self.name)};q={q.requests};w={q.period_seconds};burst={q.burst}"
 
 
+class RiderScript:
+    """`ratelimit.lua` and a rider's script composed into one, so that what a request does in
+    Redis after its rate limit (read its cached row, claim its idempotency key) travels in the
+    same round trip. The rider's script runs only for an admitted request, with its own KEYS
+    and ARGV (what follows the bucket and the four arguments of `ratelimit.lua`), and may call
+    the `helpers`, each a script of its own wrapped as a Lua function of (KEYS, ARGV). The
+    reply is `{decision}` for a refused request, `{decision, rider's reply}` otherwise."""
+
+    def __init__(self, name: str, rider: str, **helpers: str) -> None:
+        # The one span of the call names both parts: `redis ratelimit, <name>`.
+        self.span = f"redis ratelimit, {name}"
+        parts = [_as_function("ratelimit", SCRIPT)]
+        parts += [_as_function(name, text) for name, text in helpers.items()]
+        parts += [_as_function("rider", rider), _COMPOSED]
+        self.text = "\n".join(parts)
+        self.sha = hashlib.sha1(self.text.encode("utf-8")).hexdigest()
+
+
+def _as_function(name: str, script: str) -> str:
+    # A script's top-level KEYS, ARGV and `return` become a function's parameters and return.
+    return f"local function {name}(KEYS, ARGV)\n{script}\nend"
+
+
+_COMPOSED: Final = """
+local decision = ratelimit({KEYS[1]}, {ARGV[1], ARGV[2], ARGV[3], ARGV[4]})
+if decision[1] == 0 then return {decision} end
+local keys, args = {}, {}
+for i = 2, #KEYS do keys[i - 1] = KEYS[i] end
+for i = 5, #ARGV do args[i - 4] = ARGV[i] end
+return {decision, rider(keys, args)}
+"""
+
+
+@dataclass(frozen=True)
+class Rider:
+    """One request's work for a `RiderScript`: its keys and arguments."""
+
+    script: RiderScript
+    keys: tuple[str, ...]
+    args: tuple[Any, ...]
+
+
 @dataclass(frozen=True)
 class Decision:
     """The outcome of one check. `source` says who decided: Redis, the local fallback bucket,
@@ -173,6 +217,9 @@ class Decision:
     reset_seconds: float
     retry_after_seconds: float
     source: Source = "redis"
+    carried: Any = None
+    """The reply of the `Rider` that travelled with the decision; None when none ran (none
+    given, the request refused, or Redis did not decide)."""
     headers: dict[str, str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -273,8 +320,13 @@ class RateLimiter:
             or self._default
         )
 
-    async def check(self, scope_id: str, method: str, route_template: str) -> Decision:
-        return await self._decide(scope_id, self.quota_for(method, route_template))
+    async def check(
+        self, scope_id: str, method: str, route_template: str, rider: Rider | None = None
+    ) -> Decision:
+        """The decision for a request; with `rider`, its work done in the same round trip for
+        an admitted request (`Decision.carried`; None when Redis did not decide, and the caller
+        then does that work on its own)."""
+        return await self._decide(scope_id, self.quota_for(method, route_template), rider=rider)
 
     async def check_unauthenticated(self, scope_id: str, *, charge: bool = True) -> Decision:
         """The decision for a request without a valid key; with `charge=False` only whether
@@ -283,12 +335,17 @@ class RateLimiter:
         return await self._decide(scope_id, self._unauthenticated, charge=charge)
 
     async def _decide(
-        self, scope_id: str, limited: LimitedQuota, *, charge: bool = True
+        self,
+        scope_id: str,
+        limited: LimitedQuota,
+        *,
+        charge: bool = True,
+        rider: Rider | None = None,
     ) -> Decision:
         key = f"{self._prefix}{limited.name}:{scope_id}"
         if time.monotonic() >= self._redis_skip_until:
             try:
-                reply = await self._redis_in_time(key, limited, charge)
+                reply = await self._redis_in_time(key, limited, charge, rider)
             except (RedisError, OSError, TimeoutError) as exc:
                 # TimeoutError covers both our deadline and the client's socket timeout.
                 self._redis_skip_until = time.monotonic() + _REDIS_RETRY_SECONDS
@@ -300,16 +357,28 @@ class RateLimiter:
                     _REDIS_RETRY_SECONDS,
                 )
             else:
+                carried = None
+                if rider is not None:
+                    carried = reply[1] if len(reply) > 1 else None
+                    reply = reply[0]
                 allowed, remaining, reset_us, retry_us = (int(v) for v in reply)
                 return Decision(
-                    bool(allowed), limited, remaining, reset_us / 1e6, retry_us / 1e6, "redis"
+                    bool(allowed),
+                    limited,
+                    remaining,
+                    reset_us / 1e6,
+                    retry_us / 1e6,
+                    "redis",
+                    carried,
                 )
         self.fallbacks += 1
         if self._policy.on_redis_unavailable == "FailOpen":
             return self._local.check(key, limited, charge)
         return Decision(False, limited, 0, 0.0, _REDIS_RETRY_SECONDS, "unavailable")
 
-    async def _redis_in_time(self, key: str, limited: LimitedQuota, charge: bool) -> list[Any]:
+    async def _redis_in_time(
+        self, key: str, limited: LimitedQuota, charge: bool, rider: Rider | None = None
+    ) -> list[Any]:
         """The script's reply, or TimeoutError once Redis itself has had `timeout` to answer.
 
         The deadline must measure Redis, not the event loop: on a saturated loop a reply that
@@ -323,7 +392,7 @@ class RateLimiter:
         `patience` in all.
         """
         loop = asyncio.get_running_loop()
-        call = asyncio.ensure_future(self._eval(key, limited, charge))
+        call = asyncio.ensure_future(self._eval(key, limited, charge, rider))
         budget = self._timeout
         give_up_at = loop.time() + self._patience
         try:
@@ -348,31 +417,43 @@ class RateLimiter:
             if not call.done():
                 call.cancel()
 
-    async def _eval(self, key: str, limited: LimitedQuota, charge: bool = True) -> list[Any]:
-        args = (
+    async def _eval(
+        self, key: str, limited: LimitedQuota, charge: bool = True, rider: Rider | None = None
+    ) -> list[Any]:
+        args: tuple[Any, ...] = (
             self._policy.algorithm,
             limited.interval_us,
             limited.quota.burst,
             "0" if charge else "1",
         )
-        with client_span("redis ratelimit", _SPAN):
+        text, sha, span = SCRIPT, SCRIPT_SHA, "redis ratelimit"
+        keys: tuple[str, ...] = (key,)
+        if rider is not None:
+            text, sha, span = rider.script.text, rider.script.sha, rider.script.span
+            keys, args = (key, *rider.keys), (*args, *rider.args)
+        with client_span(span, _SPAN):
             try:
-                reply: list[Any] = await self._redis.evalsha(SCRIPT_SHA, 1, key, *args)
+                reply: list[Any] = await self._redis.evalsha(sha, len(keys), *keys, *args)
             except NoScriptError:
                 # A restarted or flushed Redis forgot the script: load it once, then go on by
                 # hash.
-                await self._redis.script_load(SCRIPT)
-                reply = await self._redis.evalsha(SCRIPT_SHA, 1, key, *args)
+                await self._redis.script_load(text)
+                reply = await self._redis.evalsha(sha, len(keys), *keys, *args)
         return reply
 
 
 async def enforce(
-    limiter: RateLimiter, request: Request, response: Response, scope_id: str
+    limiter: RateLimiter,
+    request: Request,
+    response: Response,
+    scope_id: str,
+    rider: Rider | None = None,
 ) -> Decision:
-    """Admit the request or raise the refusal; `scope_id` names the bucket's owner."""
+    """Admit the request or raise the refusal; `scope_id` names the bucket's owner, `rider`
+    is work to do in the same round trip (see `RateLimiter.check`)."""
     route = request.scope.get("route")
     template: str = getattr(route, "path", request.url.path)
-    decision = await limiter.check(scope_id, request.method, template)
+    decision = await limiter.check(scope_id, request.method, template, rider)
     _count(decision)
     return admit(request, response, decision)
 

@@ -9,6 +9,7 @@ new resource with money needs nothing here. A body with no money field is the do
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
@@ -22,7 +23,14 @@ from reference_service.domain.common import (
     Resource,
     ResourceSpec,
 )
-from reference_service.http.representation import Representation, Show, ToDomain, unchanged
+from reference_service.http.representation import (
+    Representation,
+    Show,
+    ShowAll,
+    ToDomain,
+    all_as_json,
+    unchanged,
+)
 
 CURRENCY: Final = "currency"
 
@@ -95,11 +103,10 @@ def _response_model(model: type[Resource], money: str) -> type[Resource]:
     return folded
 
 
-def _nest(money: str) -> Show:
+def _nester(money: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
     minor = _minor(money)
 
-    def show(model: Resource) -> dict[str, Any]:
-        flat = model.model_dump(mode="json")
+    def nest(flat: dict[str, Any]) -> dict[str, Any]:
         # Rebuilt in order, so the money object stands where its amount stood.
         return {
             (money if name == minor else name): (
@@ -109,7 +116,26 @@ def _nest(money: str) -> Show:
             if name != CURRENCY
         }
 
+    return nest
+
+
+def _nest(money: str) -> Show:
+    nest = _nester(money)
+
+    def show(model: Resource) -> dict[str, Any]:
+        return nest(model.model_dump(mode="json"))
+
     return show
+
+
+def _nest_all(model: type[Resource], money: str) -> ShowAll:
+    nest = _nester(money)
+    flat_all = all_as_json(model)
+
+    def show_all(items: Sequence[Resource]) -> list[dict[str, Any]]:
+        return [nest(flat) for flat in flat_all(items)]
+
+    return show_all
 
 
 def _flatten(money: str, target: type[Input]) -> ToDomain:
@@ -146,6 +172,11 @@ class MoneyObjects(Representation):
         if spec.money is None or not _folds(spec.model, spec.money):
             return super().show(spec)
         return _nest(spec.money)
+
+    def show_all(self, spec: ResourceSpec[Any]) -> ShowAll:
+        if spec.money is None or not _folds(spec.model, spec.money):
+            return super().show_all(spec)
+        return _nest_all(spec.model, spec.money)
 
     def create_in(self, spec: ResourceSpec[Any]) -> ToDomain:
         return self._to_domain(super().create_model(spec), spec.money)

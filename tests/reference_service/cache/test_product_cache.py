@@ -109,6 +109,12 @@ async def test_1000_concurrent_reads_of_a_missing_hot_key_read_the_database_once
     assert db.reads == 1
     assert {r.id for r in results if r is not None} == {product_id}
     assert None not in results
+    # The misses share the process's one wait instead of each polling Redis: the first built
+    # the entry under the mutex, so nobody had to wait on Redis at all (without the sharing,
+    # every caller that found the mutex taken waited). Callers whose read came back after the
+    # entry was stored found it there instead.
+    assert cache.cache.stats.coalesced > 0
+    assert cache.cache.stats.waits == 0
 
 
 async def test_unknown_ids_never_reach_the_database_once_the_filter_is_built(

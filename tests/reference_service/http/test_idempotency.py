@@ -29,7 +29,14 @@ from reference_service.domain.common import Operation
 from reference_service.domain.resources import RESOURCES
 from reference_service.http import guards, idempotency
 from reference_service.http.endpoints import version_router
-from reference_service.http.idempotency import Done, Idempotency, New, StoredResponse
+from reference_service.http.idempotency import (
+    Done,
+    Idempotency,
+    InFlight,
+    Mismatch,
+    New,
+    StoredResponse,
+)
 from reference_service.http.state import Services
 from reference_service.policy import Policy, Quota, RateLimitPolicy
 from tests.reference_service.conftest import DatabaseUrls, Tenants
@@ -417,6 +424,22 @@ async def test_store_and_release_need_the_owner_token(redis_prefix: str) -> None
         assert not await engine.store(tenant, "k", second.token, stale)
         ttl = await redis.pttl(engine.record_key(tenant, "k"))
         assert 55_000 < ttl <= 60_000
+    finally:
+        await redis.aclose()
+
+
+async def test_a_claim_asked_again_with_its_token_is_still_new(redis_prefix: str) -> None:
+    # The service sends the claim with the rate limit; when that call times out after Redis ran
+    # it, the claim is asked again with the same token: it is the caller's, not "in flight".
+    redis = Redis.from_url(REDIS_URL)
+    try:
+        engine = Idempotency(redis, redis_prefix, ttl_seconds=60)
+        tenant = uuid.uuid4()
+        assert await engine.begin(tenant, "k", "fp", "token-1") == New("token-1")
+        assert await engine.begin(tenant, "k", "fp", "token-1") == New("token-1")
+        other = await engine.begin(tenant, "k", "fp", "token-2")
+        assert isinstance(other, InFlight)
+        assert isinstance(await engine.begin(tenant, "k", "other-fp", "token-1"), Mismatch)
     finally:
         await redis.aclose()
 

@@ -3,11 +3,13 @@ bound the README states: keys are cached per process, positive and negative, for
 
 from __future__ import annotations
 
+import asyncio
 import re
+import uuid
 from pathlib import Path
 
-from reference_service.db.admin import create_api_key, revoke_api_key
-from reference_service.http.keycache import KEY_CACHE_SECONDS
+from reference_service.db.admin import Principal, create_api_key, revoke_api_key
+from reference_service.http.keycache import KEY_CACHE_SECONDS, KeyCache
 from tests.reference_service.conftest import DatabaseUrls, Tenants
 from tests.reference_service.http.conftest import OpenService, assert_problem
 
@@ -56,3 +58,27 @@ def test_the_readme_states_the_bound() -> None:
     text = README.read_text("utf-8")
     seconds = f"{KEY_CACHE_SECONDS:g}"
     assert re.search(rf"revoked key is refused within {seconds} s", text), seconds
+
+
+async def test_requests_arriving_together_share_one_lookup() -> None:
+    # An entry that expires under load: every request in flight finds none. They must share
+    # one lookup (which fills the cache), not each send their own to the database.
+    cache = KeyCache()
+    key = "adbm_0123abcd_" + "z" * 32
+    principal = Principal(tenant_id=uuid.uuid4(), key_id=uuid.uuid4())
+    lookups = 0
+    release = asyncio.Event()
+
+    async def lookup() -> Principal | None:
+        nonlocal lookups
+        lookups += 1
+        await release.wait()
+        return principal
+
+    waiting = [asyncio.ensure_future(cache.resolve(key, lookup)) for _ in range(50)]
+    await asyncio.sleep(0)
+    assert cache.in_flight(key)
+    release.set()
+    assert await asyncio.gather(*waiting) == [principal] * 50
+    assert lookups == 1
+    assert cache.get(key) == principal and not cache.in_flight(key)

@@ -161,8 +161,8 @@ async def test_database_and_redis_calls_are_child_spans_of_the_request(
     assert {s.name for s in children} >= {
         "postgresql read",  # the API key's lookup
         "postgresql transaction",  # the insert
-        "redis ratelimit",
-        "redis idempotency begin",
+        # The rate limit and the idempotency claim: one script, one round trip.
+        "redis ratelimit, idempotency begin",
         "redis idempotency store",
     }
     assert server.context is not None
