@@ -1,5 +1,6 @@
 """Layering: the reference service never imports the operator, and the operator uses only the
-service's shared, HTTP-free modules (the policy document and the RLS plan/apply/verify)."""
+service's shared, HTTP-free modules (the policy document, the RLS plan/apply/verify, and the log
+schema every ADBM process writes)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ OPERATOR_MAY_IMPORT = {
     "reference_service.policy",
     "reference_service.db.rls",
     "reference_service.db.schema",
+    "reference_service.observability.logging",
 }
 
 
