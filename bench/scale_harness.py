@@ -485,16 +485,16 @@ async def drive(
             ),
         )
         result.create_s = time.perf_counter() - controller.started
-        progress_at, last_count = time.perf_counter(), 0
+        reported_at, reported = time.perf_counter(), 0
         deadline = controller.started + args.ready_timeout
         while len(controller.ready_at) < n and time.perf_counter() < deadline:
             if proc.poll() is not None:
                 raise RuntimeError(f"the operator exited ({proc.returncode}) before all Ready")
-            if len(controller.ready_at) != last_count:
-                last_count, progress_at = len(controller.ready_at), time.perf_counter()
-            if time.perf_counter() - progress_at > 30:
-                print(f"  N={n}: {last_count}/{n} Ready, none new for 30 s", file=sys.stderr)
-                progress_at = time.perf_counter()
+            if time.perf_counter() - reported_at > 30:  # progress, every 30 s
+                count = len(controller.ready_at)
+                stalled = ", none new for 30 s" if count == reported else ""
+                print(f"  N={n}: {count}/{n} Ready{stalled}", file=sys.stderr)
+                reported_at, reported = time.perf_counter(), count
             await asyncio.sleep(0.1)
         times = sorted(controller.ready_at.values())
         result.ready_count = len(times)
