@@ -16,7 +16,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,8 +66,11 @@ def _as_postgres_user(args: list[str]) -> list[str]:
 
 
 @contextlib.contextmanager
-def postgres(cpus: str | None = None) -> Iterator[Postgres]:
-    """A fresh cluster (trust authentication on 127.0.0.1) with pg_stat_statements loaded."""
+def postgres(
+    cpus: str | None = None, settings: Mapping[str, str] | None = None
+) -> Iterator[Postgres]:
+    """A fresh cluster (trust authentication on 127.0.0.1) with pg_stat_statements loaded;
+    `settings` are further server settings (they override the ones here)."""
     if not (PG_BIN / "initdb").exists():
         raise Unavailable(
             f"no initdb in {PG_BIN} (apt-get install -y postgresql, or set BENCH_PG_BIN)"
@@ -78,7 +81,7 @@ def postgres(cpus: str | None = None) -> Iterator[Postgres]:
     options = (
         f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={base}"
         " -c shared_preload_libraries=pg_stat_statements -c max_connections=200"
-    )
+    ) + "".join(f" -c {name}={value}" for name, value in (settings or {}).items())
     pin = ["taskset", "-c", cpus] if cpus else []
     started = False
     try:

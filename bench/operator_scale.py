@@ -1,6 +1,6 @@
 """How the operator scales with the number of BackendServices, against the emulated API server.
 
-    python bench/operator_scale.py [--sizes 100 1000] [--idle-seconds 60]
+    python bench/operator_scale.py [--sizes 100 1000] [--idle-seconds 60] [--postgres-url URI]
 
 For each N (a fresh emulator each time) this process serves `tests.operator.emulator` on
 127.0.0.1 and plays kube-controller-manager's Deployment controller; the operator runs as the real
@@ -9,8 +9,10 @@ CLI in a subprocess (`adbm-operator run -A`), so its peak RSS (VmHWM) and CPU ar
 1. baseline: a client subprocess applies, GETs and LISTs the same children the operator will
    apply, straight at a fresh emulator: what the API calls cost here, to read the operator's
    time against;
-2. N BackendServices are created at once over `--namespaces` namespaces, and the wall time until
-   every one has Ready=True is measured;
+2. N BackendServices are created at once over `--namespaces` namespaces, each with its own
+   database and app role on a real PostgreSQL, with the Secrets a platform team provides and the
+   migration Jobs run as their pods would (`bench/scale_platform.py`), and the wall time until
+   every one has Ready=True (which needs DatabaseReady=True) is measured;
 3. requests are counted by who sent them (User-Agent: `adbm-operator` is the operator's own
    client, `kopf/...` is Kopf, anything else is this benchmark) and by verb;
 4. after everything is Ready and quiet, the operator's writes during an idle window are counted:
@@ -40,6 +42,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import sys
 import tempfile
 import traceback
@@ -52,6 +55,10 @@ from scale_report import details, table
 
 
 async def main_async(args: argparse.Namespace) -> int:
+    # SIGTERM unwinds like Ctrl-C: the operator is stopped and the run's databases dropped.
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     workdir = Path(tempfile.mkdtemp(prefix="adbm-bench-"))
     results: list[Result] = []
     broken = False
@@ -77,7 +84,7 @@ async def main_async(args: argparse.Namespace) -> int:
     print()
     for r in results:
         print(details(r))
-    if not broken and not (args.keep_logs or args.operator_profile):
+    if not broken and not (args.keep_logs or args.operator_profile or args.operator_tracemalloc):
         shutil.rmtree(workdir, ignore_errors=True)
     else:
         print(f"\nlogs kept in {workdir}")
@@ -86,7 +93,7 @@ async def main_async(args: argparse.Namespace) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100])
     parser.add_argument("--idle-seconds", type=float, default=60.0)
     parser.add_argument("--namespaces", type=int, default=10)
     parser.add_argument(
@@ -109,6 +116,25 @@ def main() -> int:
         action="store_true",
         help="run the operator under cProfile (slower); the stats are kept with the logs",
     )
+    parser.add_argument(
+        "--postgres-url",
+        help="the admin's libpq URI of an existing server to provision on (e.g."
+        " postgresql://postgres@127.0.0.1:5432/postgres); default: a dedicated server per N",
+    )
+    parser.add_argument(
+        "--operator-tracemalloc",
+        action="store_true",
+        help="run the operator with tracemalloc (bench/traced_operator.py); its snapshot after"
+        " the idle window is kept with the logs",
+    )
+    parser.add_argument(
+        "--operator-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an environment variable for the operator process only (repeatable)",
+    )
+    parser.add_argument("--tracemalloc-wait", type=float, default=20.0, help=argparse.SUPPRESS)
     parser.add_argument("--keep-logs", action="store_true")
     parser.add_argument("--baseline-client", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -12,7 +12,7 @@ import json
 import sys
 import time
 import types
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,6 @@ if str(ROOT) not in sys.path:  # `tests.operator.emulator` lives in the repo, no
     sys.path.insert(0, str(ROOT))
 
 from adbm_operator import kinds, model, specs  # noqa: E402
-from adbm_operator.specs import pod  # noqa: E402
 from tests.operator import emulator as emulator_module  # noqa: E402
 from tests.operator.emulator import (  # noqa: E402
     AdbmEmulator,
@@ -63,6 +62,8 @@ CONTROLLER_WORKERS = 16
 CREATE_CONCURRENCY = 32
 QUIET_SECONDS = 5.0
 BASELINE_CONCURRENCY = 64  # the operator's own client allows 64 connections
+DATABASE_PREFIX = "adbmbench_"
+"""Every database and app role of a run starts with this: what `scale_platform` drops."""
 
 
 def agent_of(headers: Mapping[str, str]) -> str:
@@ -195,11 +196,13 @@ def snapshot(emulator: BenchEmulator) -> Counts:
 # What is created
 
 
-def backend_body(namespace: str, name: str) -> dict[str, Any]:
-    """examples/minimal.yaml plus one worker group, renamed; every Secret is its own."""
+def backend_body(namespace: str, name: str, index: int) -> dict[str, Any]:
+    """examples/minimal.yaml plus one worker group, renamed; every Secret is its own, and so
+    are the database and the app role (named `PREFIX<index>`, see `scale_platform`)."""
     body: dict[str, Any] = yaml.safe_load((ROOT / "examples" / "minimal.yaml").read_text())
     body["metadata"] = {"name": name, "namespace": namespace}
-    body["spec"]["database"]["name"] = name.replace("-", "_")
+    body["spec"]["database"]["name"] = f"{DATABASE_PREFIX}{index:05d}"
+    body["spec"]["database"]["appRole"] = f"{DATABASE_PREFIX}{index:05d}_app"
     body["spec"]["database"]["adminSecretRef"]["name"] = f"{name}-db-superuser"
     body["spec"]["redis"]["secretRef"]["name"] = f"{name}-redis"
     body["spec"]["queue"] = {
@@ -210,14 +213,7 @@ def backend_body(namespace: str, name: str) -> dict[str, Any]:
 
 
 def bodies(n: int, namespaces: int) -> list[dict[str, Any]]:
-    return [backend_body(f"bench-{i % namespaces}", f"svc-{i:05d}") for i in range(n)]
-
-
-def secret_names(body: dict[str, Any]) -> list[str]:
-    """The Secrets the user provides: those the pods read, less those the operator creates."""
-    obj = model.parse(body)
-    generated = {c["metadata"]["name"] for c in specs.created_once(obj) if c["kind"] == "Secret"}
-    return [ref.name for ref in pod.referenced_secrets(obj) if ref.name not in generated]
+    return [backend_body(f"bench-{i % namespaces}", f"svc-{i:05d}", i) for i in range(n)]
 
 
 def applied_children(body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -304,6 +300,8 @@ class Controller:
     base: str
     expected: set[tuple[str, str]]
     rollout_seconds: float = 0.0
+    on_job: Callable[[dict[str, Any]], None] | None = None
+    """Plays the Job's pods (`scale_platform.JobRuntime.see`) for each Job seen."""
     ready_at: dict[tuple[str, str], float] = field(default_factory=dict)
     marked: dict[tuple[str, str], int] = field(default_factory=dict)
     status_writes: int = 0
@@ -341,6 +339,8 @@ class Controller:
                     loop.call_later(self.rollout_seconds, self._queue.put_nowait, obj)
                 else:
                     self._queue.put_nowait(obj)
+        elif plural == "jobs" and self.on_job is not None:
+            self.on_job(obj)
         elif plural == "backendservices" and key in self.expected and key not in self.ready_at:
             conditions = (obj.get("status") or {}).get("conditions") or []
             if any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import scale_platform
 import yaml
 from scale_cluster import (
     APPLY,
@@ -45,7 +46,6 @@ from scale_cluster import (
     child_path,
     cluster,
     path_of,
-    secret_names,
     session_for,
     snapshot,
 )
@@ -55,6 +55,7 @@ from adbm_operator.specs import labels
 
 # The script the baseline client runs as (its own process, so its CPU is not the emulator's).
 ENTRY = Path(__file__).with_name("operator_scale.py")
+TRACED = Path(__file__).with_name("traced_operator.py")
 
 # ---------------------------------------------------------------------------------------------
 # Baseline: the same applies, straight from a client process
@@ -171,11 +172,15 @@ def write_kubeconfig(path: Path, server: str) -> None:
     )
 
 
-def operator_command(metrics_port: int, liveness_port: int, profile: Path | None) -> list[str]:
+def operator_command(
+    metrics_port: int, liveness_port: int, profile: Path | None, traced: Path | None = None
+) -> list[str]:
     script = Path(sys.executable).parent / "adbm-operator"
     head = [str(script)] if script.exists() else [sys.executable, "-m", "adbm_operator.cli"]
     if profile is not None:  # the same CLI under cProfile; the stats are written when it stops
         head = [sys.executable, "-m", "cProfile", "-o", str(profile), str(script)]
+    if traced is not None:  # the same CLI with tracemalloc on; a snapshot on SIGUSR1
+        head = [sys.executable, str(TRACED), str(traced)]
     return [
         *head,
         "run",
@@ -241,6 +246,15 @@ class Result:
     log_warnings: int = 0
     log_top: list[tuple[str, int]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    jobs_completed: int = 0
+    job_pod_failures: int = 0
+    job_errors: list[str] = field(default_factory=list)
+    job_seconds: float = 0.0
+    """Time the migration Jobs took in all (several run at once)."""
+    pg_max_connections: int = 0
+    pg_peak_operator: int = 0
+    """Most sessions the operator held on the server at once (sampled)."""
+    pg_peak_total: int = 0
 
     @property
     def total(self) -> Counts:
@@ -263,56 +277,91 @@ async def wait_for(check: Any, timeout: float, what: str, proc: subprocess.Popen
 
 async def run_operator(args: argparse.Namespace, n: int, workdir: Path, result: Result) -> None:
     all_bodies = bodies(n, args.namespaces)
-    async with cluster() as (emulator, server), session_for(CONTROLLER_WORKERS, BENCH_AGENT) as s:
-        base = str(server.url).rstrip("/")
-        # No Namespace objects: kmock's router cannot POST /api/v1/namespaces, and neither the
-        # emulator nor a cluster-wide Kopf needs them.
-        secrets = {
-            (b["metadata"]["namespace"], name) for b in all_bodies for name in secret_names(b)
-        }
-        await bounded(
-            CREATE_CONCURRENCY,
-            (
-                call(
-                    s,
-                    base,
-                    "POST",
-                    path_of("v1", "secrets", ns),
-                    {"metadata": {"name": name}, "data": {"uri": "eA=="}},
-                )
-                for ns, name in sorted(secrets)
-            ),
-        )
-        kubeconfig = workdir / f"kubeconfig-{n}"
-        write_kubeconfig(kubeconfig, base)
-        metrics_port, liveness_port = free_port(), free_port()
-        log_path = workdir / f"operator-{n}.log"
-        env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
-        for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
-            env.pop(var, None)  # everything here is on 127.0.0.1
-        started = time.perf_counter()
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen(
-                operator_command(
-                    metrics_port,
-                    liveness_port,
-                    args.operator_profile and workdir / f"operator-{n}.prof",
-                ),
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=workdir,
-                start_new_session=True,  # its own process group: stopped as a whole below
+    with scale_platform.postgres(args.postgres_url) as admin_url:
+        async with (
+            cluster() as (emulator, server),
+            session_for(CONTROLLER_WORKERS, BENCH_AGENT) as s,
+        ):
+            await run_operator_on(
+                args, n, workdir, result, all_bodies, admin_url, emulator, server, s
             )
-        try:
-            await drive(args, n, all_bodies, emulator, s, base, proc, metrics_port, result)
-            result.startup_s = result.startup_s or time.perf_counter() - started
-        finally:
-            status = proc_status(proc.pid) if proc.poll() is None else {}
-            result.hwm_kb = status.get("VmHWM", 0)
-            result.rss_kb = status.get("VmRSS", 0)
-            stop(proc)
-            read_log(log_path, result)
+
+
+async def run_operator_on(
+    args: argparse.Namespace,
+    n: int,
+    workdir: Path,
+    result: Result,
+    all_bodies: list[dict[str, Any]],
+    admin_url: str,
+    emulator: BenchEmulator,
+    server: Any,
+    s: aiohttp.ClientSession,
+) -> None:
+    base = str(server.url).rstrip("/")
+    # What a platform team provides: the admin, Redis and RabbitMQ Secrets. No Namespace
+    # objects: kmock's router cannot POST /api/v1/namespaces, and neither the emulator nor a
+    # cluster-wide Kopf needs them.
+    await bounded(
+        CREATE_CONCURRENCY,
+        (
+            call(s, base, "POST", path_of("v1", "secrets", secret["metadata"]["namespace"]), secret)
+            for body in all_bodies
+            for secret in scale_platform.platform_secrets(body, admin_url)
+        ),
+    )
+    kubeconfig = workdir / f"kubeconfig-{n}"
+    write_kubeconfig(kubeconfig, base)
+    metrics_port, liveness_port = free_port(), free_port()
+    log_path = workdir / f"operator-{n}.log"
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(kubeconfig),
+        "PGAPPNAME": scale_platform.OPERATOR_APPNAME,
+    }
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        env.pop(var, None)  # everything here is on 127.0.0.1
+    env.update(item.split("=", 1) for item in args.operator_env)  # e.g. PYTHONMALLOC=malloc
+    jobs = scale_platform.JobRuntime(emulator, s, base)
+    connections = scale_platform.Connections(admin_url)
+    helpers = [asyncio.create_task(jobs.run()), asyncio.create_task(connections.run())]
+    started = time.perf_counter()
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            operator_command(
+                metrics_port,
+                liveness_port,
+                workdir / f"operator-{n}.prof" if args.operator_profile else None,
+                workdir / f"operator-{n}.tracemalloc" if args.operator_tracemalloc else None,
+            ),
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
+            start_new_session=True,  # its own process group: stopped as a whole below
+        )
+    try:
+        await drive(args, n, all_bodies, emulator, s, base, proc, metrics_port, result, jobs)
+        result.startup_s = result.startup_s or time.perf_counter() - started
+    finally:
+        status = proc_status(proc.pid) if proc.poll() is None else {}
+        result.hwm_kb = status.get("VmHWM", 0)
+        result.rss_kb = status.get("VmRSS", 0)
+        if args.operator_tracemalloc and proc.poll() is None:
+            # The traced operator writes its snapshot on SIGUSR1 (see traced_operator.py).
+            os.kill(proc.pid, signal.SIGUSR1)
+            await asyncio.sleep(args.tracemalloc_wait)
+        stop(proc)
+        for task in helpers:
+            task.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
+        result.jobs_completed, result.job_errors = jobs.completed, list(jobs.errors)
+        result.job_pod_failures = jobs.pod_failures
+        result.job_seconds = jobs.seconds
+        result.pg_max_connections = connections.max_connections
+        result.pg_peak_operator = connections.peak_operator
+        result.pg_peak_total = connections.peak_total
+        read_log(log_path, result)
 
 
 def read_log(path: Path, result: Result) -> None:
@@ -393,6 +442,7 @@ async def drive(
     proc: subprocess.Popen[bytes],
     metrics_port: int,
     result: Result,
+    jobs: scale_platform.JobRuntime,
 ) -> None:
     started = time.perf_counter()
 
@@ -418,7 +468,7 @@ async def drive(
     operator_cpu_start = proc_status(proc.pid).get("cpu_ms", 0) / 1000
 
     expected = {(b["metadata"]["namespace"], b["metadata"]["name"]) for b in all_bodies}
-    controller = Controller(emulator, session, base, expected, args.rollout_seconds)
+    controller = Controller(emulator, session, base, expected, args.rollout_seconds, jobs.see)
     controller_task = asyncio.create_task(controller.run())
     try:
         await bounded(
@@ -435,16 +485,16 @@ async def drive(
             ),
         )
         result.create_s = time.perf_counter() - controller.started
-        progress_at, last_count = time.perf_counter(), 0
+        reported_at, reported = time.perf_counter(), 0
         deadline = controller.started + args.ready_timeout
         while len(controller.ready_at) < n and time.perf_counter() < deadline:
             if proc.poll() is not None:
                 raise RuntimeError(f"the operator exited ({proc.returncode}) before all Ready")
-            if len(controller.ready_at) != last_count:
-                last_count, progress_at = len(controller.ready_at), time.perf_counter()
-            if time.perf_counter() - progress_at > 30:
-                print(f"  N={n}: {last_count}/{n} Ready, none new for 30 s", file=sys.stderr)
-                progress_at = time.perf_counter()
+            if time.perf_counter() - reported_at > 30:  # progress, every 30 s
+                count = len(controller.ready_at)
+                stalled = ", none new for 30 s" if count == reported else ""
+                print(f"  N={n}: {count}/{n} Ready{stalled}", file=sys.stderr)
+                reported_at, reported = time.perf_counter(), count
             await asyncio.sleep(0.1)
         times = sorted(controller.ready_at.values())
         result.ready_count = len(times)
@@ -492,6 +542,8 @@ async def drive(
             result.problems.append(f"{result.idle.writes('operator', 'kopf')} writes while idle")
         if controller.errors:
             result.problems.append(f"{len(controller.errors)} Deployment status writes failed")
+        if jobs.errors:
+            result.problems.append(f"{len(jobs.errors)} migration Jobs failed: {jobs.errors[0]}")
         async with (
             aiohttp.ClientSession() as probe,
             probe.get(f"http://{HOST}:{metrics_port}/metrics") as response,

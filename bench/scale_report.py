@@ -18,12 +18,13 @@ def table(results: list[Result]) -> str:
     header = (
         "| N | all Ready (s) | converged (s) | reads/obj (operator + Kopf) "
         "| writes/obj (operator + Kopf) | operator peak RSS (MB) | idle writes/min "
-        "| operator errors logged | baseline apply/s | baseline GET/s | baseline LIST/s |"
+        "| operator errors logged | operator Postgres sessions (peak) "
+        "| baseline apply/s | baseline GET/s | baseline LIST/s |"
     )
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for r in results:
         if r.ready_s is None:
-            lines.append(f"| {r.n} | not all Ready ({r.ready_count}/{r.n}) |" + " - |" * 9)
+            lines.append(f"| {r.n} | not all Ready ({r.ready_count}/{r.n}) |" + " - |" * 10)
             continue
         t = r.total
         reads, writes = (
@@ -36,6 +37,7 @@ def table(results: list[Result]) -> str:
             f"| {fmt(sum(reads) / r.n)} ({fmt(reads[0] / r.n)} + {fmt(reads[1] / r.n)}) "
             f"| {fmt(sum(writes) / r.n)} ({fmt(writes[0] / r.n)} + {fmt(writes[1] / r.n)}) "
             f"| {fmt(r.hwm_kb / 1024 if r.hwm_kb else None)} | {idle} | {r.log_errors} "
+            f"| {r.pg_peak_operator} "
             f"| {fmt(r.baseline.get('apply_per_s'), 0)} | {fmt(r.baseline.get('get_per_s'), 0)} "
             f"| {fmt(r.baseline.get('list_per_s'), 0)} |"
         )
@@ -65,6 +67,10 @@ def details(r: Result) -> str:
         f"  operator RSS: peak {fmt(r.hwm_kb / 1024)} MB, at the end {fmt(r.rss_kb / 1024)} MB",
         f"  idle window {fmt(r.idle_s)} s: {r.idle.writes('operator', 'kopf')} writes, "
         f"{r.idle.reads('operator', 'kopf')} reads ({by_verb(r.idle)})",
+        f"  Postgres: {r.jobs_completed} migration Jobs complete ({r.job_pod_failures} pods failed,"
+        f" {fmt(r.job_seconds)} s in all); peak"
+        f" sessions: the operator {r.pg_peak_operator}, all {r.pg_peak_total}, of"
+        f" max_connections {r.pg_max_connections}",
         f"  operator log: {r.log_errors} errors, {r.log_warnings} warnings",
         *(f"    {count} x {message}" for message, count in r.log_top),
     ]

@@ -138,6 +138,11 @@ def _docs(args: argparse.Namespace) -> str:
 
 
 def _run(args: argparse.Namespace) -> str:
+    # Kopf imports the `kubernetes` client whenever it is installed (it is, with the [dev]
+    # extra), only to recognise that client's model objects, which the operator never hands
+    # it, and for a login handler the operator replaces with its own: ~25 MB of memory for
+    # nothing. An import that fails is what Kopf expects when the client is absent.
+    sys.modules.setdefault("kubernetes", None)  # type: ignore[arg-type]
     # Imported here: the offline commands must not need Kopf's runtime or a cluster.
     import kopf
 

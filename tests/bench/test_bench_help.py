@@ -25,3 +25,17 @@ def test_help(module: str) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: ")
+
+
+@pytest.mark.parametrize("script", ["operator_scale.py", "traced_operator.py"])
+def test_script_help(script: str) -> None:
+    """The scripts run by path (they import their siblings as top-level modules)."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: ")

@@ -1,4 +1,5 @@
-"""Kubernetes quantities: the model's pattern validates them, `parse_quantity` gives their value.
+"""Kubernetes quantities: the model's pattern validates them, `quantity_value` gives their value,
+the same as the Kubernetes client's `parse_quantity` (the operator does not import the client).
 
 `kubernetes.utils.parse_quantity` is a value parser, not a validator (it takes `1 Gi`, `+1`,
 `NaN`), so the pattern is what stands between a user's typo and the API server.
@@ -13,6 +14,7 @@ from kubernetes.utils import parse_quantity
 from pydantic import ValidationError
 
 from adbm_operator import model
+from adbm_operator.model.validation import quantity_value
 
 
 @pytest.mark.parametrize(
@@ -29,11 +31,24 @@ from adbm_operator import model
         ("1e3", Decimal(1000)),
         ("5E-1", Decimal("0.5")),
         ("100n", Decimal("1e-7")),
+        ("3u", Decimal("3e-6")),
+        ("2Ki", Decimal(2048)),
+        ("1.5Ti", Decimal("1.5") * 2**40),
+        ("1Pi", Decimal(2**50)),
+        ("1Ei", Decimal(2**60)),
+        ("7T", Decimal(7 * 10**12)),
+        ("1P", Decimal(10**15)),
+        ("1E", Decimal(10**18)),
+        ("2M", Decimal(2 * 10**6)),
+        ("1.", Decimal(1)),
+        ("0", Decimal(0)),
+        ("12e+2", Decimal(1200)),
     ],
 )
 def test_parse(text: str, value: Decimal) -> None:
     assert model.ResourceList(cpu=text).cpu == text
     assert parse_quantity(text) == value
+    assert quantity_value(text) == value
 
 
 @pytest.mark.parametrize("text", ["-1", "+1", "1 Gi", "Gi", "", "1Gb", "1.2.3", "NaN", "Infinity"])

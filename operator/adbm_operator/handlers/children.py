@@ -35,7 +35,8 @@ async def on_child_event(
     async with rt.lock(namespace, owner):
         rendered = rt.rendered.get((namespace, owner), {})
         seen = rt.rollouts.get((namespace, meta.get("name")))
-    desired = rendered.get(runtime.identity(body))
+    packed = rendered.get(runtime.identity(body))
+    desired = None if packed is None else runtime.unpack(packed)
     drifted = event.get("type") == "DELETED" or desired is None or reconcile.differs(desired, body)
     if not drifted:
         if body.get("kind") != "Deployment":

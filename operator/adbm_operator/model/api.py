@@ -16,8 +16,8 @@ DNS_1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 SECRET_KEY = r"^[-._a-zA-Z0-9]+$"
 # Kubernetes' quantity grammar, without a sign: resources are never negative. The pattern is the
-# validator; `kubernetes.utils.parse_quantity` only computes the value of a valid one (it takes
-# `1 Gi` and `NaN` too).
+# validator; `validation.quantity_value` only computes the value of a valid one (as
+# `kubernetes.utils.parse_quantity` does, which takes `1 Gi` and `NaN` too).
 QUANTITY = (
     r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
     r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0-9]+))?$"
