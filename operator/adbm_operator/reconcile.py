@@ -388,7 +388,7 @@ async def _database(
 
     report = await provisioning.run_pass(inputs, obj, migrated=succeeded)
     verdict = provisioning.verdict(report, job_name, failure)
-    unusable = report.observations.unreachable is not None
+    unusable = report.observations.unreachable is not None or report.observations.busy
     retry_in = backoff.record(unusable, time.monotonic(), admin)
     events = []
     event = report.event()
@@ -407,7 +407,7 @@ async def _database(
     if job is not None:
         run.children.append(_summary(migration.job(obj), "Applied"))
     return _Database(
-        create_job=job is None and report.observations.unreachable is None,
+        create_job=job is None and not unusable,
         verdict=verdict,
         image=image,
         report=report,

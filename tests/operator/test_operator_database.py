@@ -23,6 +23,7 @@ import pytest
 from psycopg import sql
 
 from adbm_operator import model
+from adbm_operator.database import provision
 from adbm_operator.handlers import deletion
 from adbm_operator.specs import configmap, dbsecrets, labels, migration
 from reference_service.db import rls
@@ -398,6 +399,31 @@ async def test_an_unreachable_server_is_reported_backed_off_and_the_rest_applied
         await call(cluster, "PATCH", url("Secret", ADMIN_SECRET), fixed)
         await condition_is(cluster, "DatabaseReady", "False", "Migrating")
         await until(lambda: get(cluster, "Job", job), what="the migration Job")
+
+
+async def test_a_held_creation_lock_starts_no_job_and_is_retried(
+    cluster: AdbmEmulator, kubeconfig: None
+) -> None:
+    # Another provisioner holds the lock around creating this database and its role (a slow
+    # CREATE DATABASE): the pass gives up after its lock wait, the database may not exist, so
+    # no migration Job may run against it; the pass is retried, not left to the verify timer.
+    await create_secrets(cluster)
+    async with await psycopg.AsyncConnection.connect(SERVER_URL, autocommit=True) as holder:
+        await holder.execute(
+            "SELECT pg_advisory_lock(%s::integer, hashtext(%s))",
+            (provision.CREATION_LOCK_CLASS, names().database),
+        )
+        async with running():
+            await call(cluster, "POST", BACKENDS, backend())
+            busy = await condition_is(cluster, "DatabaseReady", "False", "Migrating")
+            assert "is locked by a migration or another provisioner" in busy["message"]
+            job = migration.name(model.parse(backend()))
+            assert await get(cluster, "Job", job) is None
+            await holder.execute(
+                "SELECT pg_advisory_unlock(%s::integer, hashtext(%s))",
+                (provision.CREATION_LOCK_CLASS, names().database),
+            )
+            await until(lambda: get(cluster, "Job", job), timeout=60, what="the migration Job")
 
 
 async def test_a_deletion_that_cannot_reach_the_server_gives_up_and_says_what_is_left(

@@ -43,6 +43,10 @@ class Observations:
     remaining_drift: tuple[str, ...] = ()
     """Differences still there after the plan was applied, and `rls.verify` catalog problems."""
     isolation: IsolationResult | None = None
+    busy: bool = False
+    """The pass stopped at a lock another holder keeps (a migration, another provisioner):
+    retried with backoff like an unreachable server, and no migration Job is started, since
+    the database or its role may not exist yet."""
 
 
 def database_ready(obs: Observations) -> tuple[Status, Reason, str]:

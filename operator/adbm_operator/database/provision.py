@@ -198,7 +198,7 @@ async def provision(server: Server, desired: Desired) -> Report:
             f"{desired.database} is locked by a migration or another provisioner"
             f" (waited {desired.lock_wait:g} s); retrying later"
         )
-        observations = Observations(migrated=False, migration_message=message)
+        observations = Observations(migrated=False, migration_message=message, busy=True)
         return Report(observations, pending="", changes=tuple(changes))
     except psycopg.Error as exc:
         # Refused by the server as the admin (e.g. not allowed to create roles): not a bug of

@@ -327,6 +327,7 @@ async def test_a_held_migration_lock_is_migrating_not_a_hang(
     status, reason, message = report.condition()
     assert (status, reason) == ("False", "Migrating")
     assert "is locked by a migration or another provisioner" in message
+    assert report.observations.busy, "retried with backoff, no migration Job started"
 
 
 async def test_rls_from_nothing_is_planned_applied_and_verified(
