@@ -19,6 +19,7 @@ the reconcile goes on and nothing loops hot.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,6 +28,7 @@ from typing import Any
 from adbm_operator import kinds, kube
 from adbm_operator.conditions import Verdict
 from adbm_operator.database import children
+from adbm_operator.database.budget import OPERATOR_RESERVE
 from adbm_operator.database.condition import Observations
 from adbm_operator.database.provision import Report, desired_from_spec, provision, retry_delay
 from adbm_operator.database.target import AdminSecretError, Server, admin_server
@@ -130,16 +132,41 @@ async def _create_absent(
     return live, False
 
 
+SESSIONS_PER_PASS = 2
+"""Sessions one pass holds at most at once: the admin's and the app role's (isolation proof,
+`rls.verify`); the maintenance session is closed before them."""
+PASSES_PER_SERVER = 3
+"""Passes run at once against one server. The operator's sessions then stay at 6 of the
+`OPERATOR_RESERVE` the connection budget keeps, the rest left to the migration Job and a
+person's psql; uncapped, 32 reconciles in flight held 64 (bench/operator_scale.py, N=300)."""
+assert PASSES_PER_SERVER * SESSIONS_PER_PASS < OPERATOR_RESERVE
+
+_Gates = dict[tuple[str, str], asyncio.Semaphore]
+# Per event loop (a semaphore is bound to the loop it first waits in), per server.
+_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Gates] = weakref.WeakKeyDictionary()
+
+
+def _gate(server: Server) -> asyncio.Semaphore:
+    per_server = _gates.setdefault(asyncio.get_running_loop(), {})
+    key = (server.host, server.port)
+    if key not in per_server:
+        per_server[key] = asyncio.Semaphore(PASSES_PER_SERVER)
+    return per_server[key]
+
+
 async def run_pass(
     inputs: Inputs, obj: BackendService, *, migrated: bool, timeout: float = PASS_TIMEOUT_SECONDS
 ) -> Report:
-    """One provisioning pass, never longer than `timeout`. The pass is async (psycopg's async
+    """One provisioning pass, never longer than `timeout` once it has its turn: at most
+    `PASSES_PER_SERVER` run against one server at a time, and waiting for a turn is not counted
+    (a queue of passes at start-up is not a stalled server). The pass is async (psycopg's async
     connections) and runs in the operator's event loop: one at a time per BackendService under
     its reconcile lock, so no state is shared between threads."""
     assert inputs.server is not None and inputs.password is not None
     desired = desired_from_spec(obj, app_password=inputs.password, migrated=migrated)
     try:
-        return await asyncio.wait_for(provision(inputs.server, desired), timeout)
+        async with _gate(inputs.server):
+            return await asyncio.wait_for(provision(inputs.server, desired), timeout)
     except TimeoutError:
         message = f"provisioning {desired.database} did not finish within {timeout:g} s"
         return Report(Observations(unreachable=message), pending="", changes=())

@@ -7,8 +7,9 @@ from typing import Any
 
 import psycopg
 
-OPERATOR_RESERVE = 5
-"""Connections left for the operator's own provisioning, the migration Job and a person's psql."""
+OPERATOR_RESERVE = 10
+"""Connections left for the operator's own provisioning (at most 6: `provisioning.PASSES_PER_SERVER`
+passes of 2 sessions), the migration Job and a person's psql."""
 
 
 @dataclass(frozen=True)
