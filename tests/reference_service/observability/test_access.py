@@ -8,7 +8,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -17,23 +17,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from reference_service.http.auth import CurrentPrincipal
-from reference_service.observability import logging as service_logging
 from tests.reference_service.http.conftest import Callers, OpenService, Service, assert_problem
+from tests.reference_service.observability.conftest import lines
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{TRACE}-00f067aa0ba902b7-01"
-
-
-@pytest.fixture
-def output() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-    service_logging.configure("INFO", stream=stream)
-    yield stream
-    root.handlers[:], level = saved
-    root.setLevel(level)
-    service_logging.clear_request()
 
 
 @pytest.fixture
@@ -52,10 +40,6 @@ async def noisy(principal: CurrentPrincipal) -> dict[str, str]:
     """A route of the app's kind (authenticated, so the tenant is bound) that logs."""
     logging.getLogger("a.library").warning("inside the handler")
     return {}
-
-
-def lines(stream: io.StringIO) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in stream.getvalue().splitlines()]
 
 
 def access_lines(stream: io.StringIO) -> list[dict[str, Any]]:

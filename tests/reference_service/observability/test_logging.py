@@ -4,9 +4,7 @@ trace context, and redaction of every secret the service handles."""
 from __future__ import annotations
 
 import io
-import json
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,22 +12,7 @@ import uvicorn
 from opentelemetry.sdk.trace import TracerProvider
 
 from reference_service.observability import logging as service_logging
-
-
-@pytest.fixture
-def output() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-    service_logging.configure("INFO", stream=stream)
-    yield stream
-    root.handlers[:], level = saved
-    root.setLevel(level)
-    service_logging.clear_request()
-
-
-def lines(stream: io.StringIO) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in stream.getvalue().splitlines()]
+from tests.reference_service.observability.conftest import lines
 
 
 def test_structlog_and_standard_library_lines_are_json_with_the_schema(

@@ -8,26 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
-import logging
 import re
 import uuid
-from collections.abc import Iterator
-from typing import Any
 
 import aio_pika
-import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from reference_service.messaging import worker
 from reference_service.messaging.consumer import Consumer, Delivery
-from reference_service.observability import logging as service_logging
 from tests.reference_service import payment_provider
 from tests.reference_service.conftest import DatabaseUrls
 from tests.reference_service.http.conftest import Callers, OpenService, assert_problem
 from tests.reference_service.messaging.test_consumer import BACKOFF, connection, envelope, prefix
+from tests.reference_service.observability.conftest import lines
 from tests.reference_service.worker_support import (
     AMQP_URL,
     PUBLISHED_QUEUES,
@@ -39,22 +34,6 @@ from tests.reference_service.worker_support import (
 )
 
 __all__ = ["connection", "prefix"]
-
-
-@pytest.fixture
-def output() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-    service_logging.configure("INFO", stream=stream)
-    yield stream
-    root.handlers[:], level = saved
-    root.setLevel(level)
-    service_logging.clear_request()
-
-
-def lines(stream: io.StringIO) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in stream.getvalue().splitlines()]
 
 
 def hex_id(value: int, digits: int) -> str:
