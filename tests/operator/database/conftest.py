@@ -17,6 +17,7 @@ an admin Secret.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import uuid
@@ -166,3 +167,22 @@ async def ddl_log(admin: psycopg.AsyncConnection[Any]) -> DdlLog:
     Commands rolled back (the plan's probe, the canary) vanish with their transaction."""
     await admin.execute(_DDL_LOG)
     return DdlLog(admin)
+
+
+@pytest.fixture
+async def silent_port() -> AsyncIterator[int]:
+    """A port that accepts TCP connections and never says a word (a hung server or proxy)."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def accept(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    srv = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = int(srv.sockets[0].getsockname()[1])
+    try:
+        yield port
+    finally:
+        for writer in held:
+            writer.close()
+        srv.close()
+        await srv.wait_closed()

@@ -15,7 +15,6 @@ import yaml
 from adbm_operator import model, provisioning
 from adbm_operator.database.target import admin_server
 from tests.operator.database.conftest import admin_secret_data
-from tests.operator.database.test_unreachable import silent_port  # noqa: F401 (fixture)
 
 EXAMPLE = Path(__file__).parents[3] / "examples" / "minimal.yaml"
 
@@ -41,7 +40,7 @@ async def _connections(port: int) -> int:
     return len([line for line in out.decode().splitlines() if line.strip()])
 
 
-async def test_passes_against_one_server_are_capped(silent_port: int) -> None:  # noqa: F811
+async def test_passes_against_one_server_are_capped(silent_port: int) -> None:
     # A server that accepts and never answers: each pass holds its first session until the
     # pass timeout, so the sessions open at once are exactly the passes running at once.
     url = f"postgresql://postgres:pw@127.0.0.1:{silent_port}/postgres"

@@ -3,11 +3,8 @@ names the target and not the password, no exception, and a bounded wait."""
 
 from __future__ import annotations
 
-import asyncio
 import socket
-from collections.abc import AsyncIterator, Callable
-
-import pytest
+from collections.abc import Callable
 
 from adbm_operator.database.provision import Desired, provision
 from adbm_operator.database.target import admin_server
@@ -18,25 +15,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-@pytest.fixture
-async def silent_port() -> AsyncIterator[int]:
-    """A port that accepts TCP connections and never says a word (a hung server or proxy)."""
-    held: list[asyncio.StreamWriter] = []
-
-    async def accept(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        held.append(writer)
-
-    srv = await asyncio.start_server(accept, "127.0.0.1", 0)
-    port = int(srv.sockets[0].getsockname()[1])
-    try:
-        yield port
-    finally:
-        for writer in held:
-            writer.close()
-        srv.close()
-        await srv.wait_closed()
 
 
 async def test_nothing_listening_is_unreachable(desired: Callable[..., Desired]) -> None:
