@@ -5,7 +5,8 @@ The environment follows the kubelet's rules (`makeEnvironmentVariables` in
 `pkg/kubelet/kubelet_pods.go`, and `third_party/forked/golang/expansion`): `envFrom` first,
 then `env` in order, later entries overriding earlier ones; `$(VAR)` in a `value` expands to a
 variable defined before it, `$$` is a literal `$`, and a reference to an undefined variable is
-left as written.
+left as written (`expand`, shared with the migration Job's stand-in in
+tests/operator/database/kubelet.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import yaml
 
 from adbm_operator import model, reconcile, specs
 from adbm_operator.specs import pod
+from tests.operator.database.kubelet import expand
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 EXAMPLE_FILES = sorted(EXAMPLES.glob("*.yaml"))
@@ -69,29 +71,6 @@ def generated_secrets(rendered: Rendered) -> dict[str, dict[str, str]]:
                 k: base64.b64decode(v).decode() for k, v in created["data"].items()
             }
     return out
-
-
-def expand(value: str, defined: Mapping[str, str]) -> str:
-    """Kubernetes' `$(VAR)` expansion of one env value."""
-    out: list[str] = []
-    i = 0
-    while i < len(value):
-        if value[i] == "$" and i + 1 < len(value):
-            nxt = value[i + 1]
-            if nxt == "$":
-                out.append("$")
-                i += 2
-                continue
-            if nxt == "(":
-                end = value.find(")", i + 2)
-                if end != -1:
-                    name = value[i + 2 : end]
-                    out.append(defined.get(name, value[i : end + 1]))
-                    i = end + 1
-                    continue
-        out.append(value[i])
-        i += 1
-    return "".join(out)
 
 
 def environment(
