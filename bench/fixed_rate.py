@@ -23,27 +23,44 @@ from urllib.parse import urlsplit
 
 
 class _Connections:
-    """Keep-alive connections to one server: reuses an idle one or opens a new one."""
+    """At most `limit` keep-alive connections to one server, as wrk2's `-c` or any client's
+    pool: a request finding all of them busy waits for one (its latency, counted from its
+    scheduled start, includes that wait). Unbounded, a brief stall of the server made the
+    client open hundreds of connections, whose set-up then cost the server more than the
+    requests did, so the queue fed itself: a runaway no real client with a pool causes."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, limit: int) -> None:
         self._host, self._port = host, port
-        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = (
+            asyncio.Queue()
+        )
+        self._limit = limit
         self.opened = 0
+        self._open = 0
 
     async def take(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        if self._idle:
-            return self._idle.pop()
-        self.opened += 1
-        return await asyncio.open_connection(self._host, self._port)
+        if self._idle.empty() and self._open < self._limit:
+            self._open += 1
+            self.opened += 1
+            try:
+                return await asyncio.open_connection(self._host, self._port)
+            except OSError:
+                self._open -= 1
+                raise
+        return await self._idle.get()
 
     def give(self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
-        self._idle.append(conn)
+        self._idle.put_nowait(conn)
+
+    def drop(self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None) -> None:
+        """A connection that failed mid-exchange: closed, and its slot free for a new one."""
+        self._open -= 1
+        if conn is not None:
+            conn[1].close()
 
 
-async def _exchange(
-    conns: _Connections, request: bytes
-) -> tuple[int, tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
-    reader, writer = conn = await conns.take()
+async def _exchange(conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], request: bytes) -> int:
+    reader, writer = conn
     writer.write(request)
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head[9:12])
@@ -52,7 +69,7 @@ async def _exchange(
         if line[:15].lower() == b"content-length:":
             length = int(line[15:])
     await reader.readexactly(length)
-    return status, conn
+    return status
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -62,22 +79,27 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
 
-async def run(url: str, rate: float, seconds: float, headers: list[str]) -> dict[str, Any]:
+async def run(
+    url: str, rate: float, seconds: float, headers: list[str], connections: int = 32
+) -> dict[str, Any]:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     target = parts.path + (f"?{parts.query}" if parts.query else "")
     lines = [f"GET {target} HTTP/1.1", f"Host: {host}:{port}", *headers, "", ""]
     request = "\r\n".join(lines).encode()
-    conns = _Connections(host, port)
+    conns = _Connections(host, port, connections)
     latencies: list[float] = []
     lags: list[float] = []
     failures: Counter[str] = Counter()
 
     async def one(scheduled: float) -> None:
+        conn = None
         try:
-            status, conn = await _exchange(conns, request)
+            conn = await conns.take()
+            status = await _exchange(conn, request)
         except (OSError, asyncio.IncompleteReadError) as exc:
             failures[type(exc).__name__] += 1
+            conns.drop(conn)
             return
         latencies.append(time.perf_counter() - scheduled)
         conns.give(conn)
@@ -124,9 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, required=True, help="requests per second")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("-H", "--header", action="append", default=[], help="'Name: value'")
+    parser.add_argument(
+        "--connections", type=int, default=32, help="at most this many connections (as wrk -c)"
+    )
     args = parser.parse_args(argv)
-    if args.rate <= 0 or args.seconds <= 0:
-        print("error: --rate and --seconds must be positive", file=sys.stderr)
+    if args.rate <= 0 or args.seconds <= 0 or args.connections < 1:
+        print("error: --rate, --seconds and --connections must be positive", file=sys.stderr)
         return 2
     try:
         import uvloop
@@ -134,7 +159,11 @@ def main(argv: list[str] | None = None) -> int:
         uvloop.install()
     except ImportError:
         pass
-    print(json.dumps(asyncio.run(run(args.url, args.rate, args.seconds, args.header))))
+    print(
+        json.dumps(
+            asyncio.run(run(args.url, args.rate, args.seconds, args.header, args.connections))
+        )
+    )
     return 0
 
 

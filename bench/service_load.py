@@ -285,6 +285,8 @@ def _fixed_rate(env: Env, case: Case, rate: float | None = None) -> dict[str, An
         f"{rate:.1f}",
         "--seconds",
         str(env.args.fixed_seconds),
+        "--connections",
+        str(env.args.connections),
     ]
     for header in env.headers if case.server == "service" else []:
         command += ["-H", header]
@@ -452,7 +454,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace, stack: contextlib.ExitStack) -> str:
+def start(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[Env, list[Case]]:
+    """The run's PostgreSQL, Redis, seeded database, service and baseline server, all up (each
+    stopped by `stack`), and the cases against them."""
     pg = stack.enter_context(local_servers.postgres())
     rd = stack.enter_context(local_servers.redis())
     work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="adbm-bench-")))
@@ -516,6 +520,11 @@ def _run(args: argparse.Namespace, stack: contextlib.ExitStack) -> str:
         {"Authorization": f"Bearer {scratch.api_key}"},
     )
     _wait_ready(f"http://127.0.0.1:{ports['baseline']}/json", {})
+    return env, cases
+
+
+def _run(args: argparse.Namespace, stack: contextlib.ExitStack) -> str:
+    env, cases = start(args, stack)
     print("warming up", file=sys.stderr)
     for case in cases:
         _measure(env, case, 0, 1)

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(
-    "module", ["service_load", "ratelimit", "pagination", "cache", "fixed_rate"]
+    "module", ["service_load", "ratelimit", "pagination", "cache", "fixed_rate", "profile_route"]
 )
 def test_help(module: str) -> None:
     done = subprocess.run(
