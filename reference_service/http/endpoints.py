@@ -31,7 +31,8 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 
 from reference_service.domain.common import Operation, ResourceSpec
 from reference_service.http import guards, idempotency, problems
-from reference_service.http.auth import CurrentPrincipal, actor
+from reference_service.http.auth import actor
+from reference_service.http.guards import caller_of
 from reference_service.http.head import head_of
 from reference_service.http.json_response import FastJSONResponse
 from reference_service.http.jsonbody import JsonBodyRoute
@@ -50,7 +51,7 @@ from reference_service.http.problems import (
     ProblemType,
 )
 from reference_service.http.representation import Representation
-from reference_service.http.state import Services, Svc
+from reference_service.http.state import Services
 
 # What any API operation can answer: a bad parameter or body, no valid key, a body over the
 # limit, the rate limit, a bug, or a dependency (database, Redis) that is down or busy.
@@ -107,6 +108,19 @@ def resource_response(
 Handler = Callable[..., Any]
 
 
+def _guard(spec: ResourceSpec[Any], operation: Operation) -> Any:
+    """The route's one guard (see `guards`), whose `Caller` the handler takes (`caller_of`):
+    the idempotency claim for a write the resource declares idempotent, the cache read for a
+    cached resource's GET, else the rate limit alone."""
+    if operation in spec.idempotent:
+        guard = guards.IDEMPOTENT
+    elif operation is Operation.GET and spec.cached:
+        guard = Depends(guards.cached_read(spec.name, f"{spec.item}_id"))
+    else:
+        guard = guards.ADMITTED
+    return guard
+
+
 def _create(spec: ResourceSpec[Any], version: Representation) -> Handler:
     body_model = version.create_model(spec)
     to_domain = version.create_in(spec)
@@ -115,9 +129,9 @@ def _create(spec: ResourceSpec[Any], version: Representation) -> Handler:
     async def create(
         data: body_model,  # type: ignore[valid-type]
         request: Request,
-        principal: CurrentPrincipal,
-        svc: Svc,
     ) -> Response:
+        caller = caller_of(request)
+        principal, svc = caller.principal, caller.services
         cache = svc.caches.get(spec.name)
         # The id the idempotency claim reserved is in the filter already (same round trip).
         reserved = guards.reserved_id(request)
@@ -146,9 +160,9 @@ def _submit(spec: ResourceSpec[Any], version: Representation) -> Handler:
     async def submit(
         data: body_model,  # type: ignore[valid-type]
         request: Request,
-        principal: CurrentPrincipal,
-        svc: Svc,
     ) -> Response:
+        caller = caller_of(request)
+        principal, svc = caller.principal, caller.services
         reason = submission.unavailable(svc.settings)
         if reason is not None:
             raise Problem(problems.SERVICE_UNAVAILABLE, reason)
@@ -171,11 +185,11 @@ def _list(spec: ResourceSpec[Any], version: Representation) -> Handler:
 
     async def list_(
         request: Request,
-        principal: CurrentPrincipal,
-        svc: Svc,
         limit: Limit = 50,
         cursor: CursorParam = None,
     ) -> Response:
+        caller = caller_of(request)
+        principal, svc = caller.principal, caller.services
         after = svc.cursors.decode(spec.name, cursor) if cursor is not None else None
         rows = await spec.table.page(
             svc.database, principal.tenant_id, after=after, limit=limit + 1
@@ -188,26 +202,15 @@ def _list(spec: ResourceSpec[Any], version: Representation) -> Handler:
 def _get(spec: ResourceSpec[Any], version: Representation) -> Handler:
     show = version.show(spec)
     item_id = Annotated[UUID, Path(alias=f"{spec.item}_id")]
-    if spec.cached:
-        # The rate limit and the cache read in one Redis round trip (the route's only guard).
-        first_read = Annotated[Any, Depends(guards.cached_read(spec.name, f"{spec.item}_id"))]
 
-        async def cached_get(
-            row_id: item_id, principal: CurrentPrincipal, svc: Svc, first: first_read
-        ) -> Response:
-            cache = svc.caches.get(spec.name)
-            if cache is not None:
-                row = await cache.get(principal.tenant_id, row_id, first)
-            else:
-                row = await spec.table.get(svc.database, principal.tenant_id, row_id)
-            return resource_response(show(row), row.version)
-
-        return cached_get
-
-    async def get(row_id: item_id, principal: CurrentPrincipal, svc: Svc) -> Response:
+    async def get(row_id: item_id, request: Request) -> Response:
+        # A cached resource's guard read the row's cache entry in the rate limit's round trip
+        # (`caller.carried`, None for any other).
+        caller = caller_of(request)
+        principal, svc = caller.principal, caller.services
         cache = svc.caches.get(spec.name)
         if cache is not None:
-            row = await cache.get(principal.tenant_id, row_id)
+            row = await cache.get(principal.tenant_id, row_id, caller.carried)
         else:
             row = await spec.table.get(svc.database, principal.tenant_id, row_id)
         return resource_response(show(row), row.version)
@@ -225,9 +228,9 @@ def _change(spec: ResourceSpec[Any], version: Representation) -> Handler:
         row_id: item_id,
         data: body_model,  # type: ignore[valid-type]
         request: Request,
-        principal: CurrentPrincipal,
-        svc: Svc,
     ) -> Response:
+        caller = caller_of(request)
+        principal, svc = caller.principal, caller.services
         expected = required_version(request.headers.get("if-match"))
         async with svc.database.transaction(principal.tenant_id) as conn:
             row = await spec.table.update(
@@ -242,12 +245,9 @@ def _change(spec: ResourceSpec[Any], version: Representation) -> Handler:
 def _delete(spec: ResourceSpec[Any], version: Representation) -> Handler:
     item_id = Annotated[UUID, Path(alias=f"{spec.item}_id")]
 
-    async def delete(
-        row_id: item_id,
-        principal: CurrentPrincipal,
-        svc: Svc,
-        if_match: IfMatch = None,
-    ) -> Response:
+    async def delete(row_id: item_id, request: Request, if_match: IfMatch = None) -> Response:
+        caller = caller_of(request)
+        principal, svc = caller.principal, caller.services
         expected = optional_version(if_match)
         async with svc.database.transaction(principal.tenant_id) as conn:
             await spec.table.delete(conn, row_id, expected_version=expected, actor=actor(principal))
@@ -303,15 +303,13 @@ def add_resource(router: APIRouter, spec: ResourceSpec[Any], version: Representa
         make, method, below, status, name = _OPERATIONS[operation]
         if operation is Operation.CREATE and spec.submission is not None:
             make, status = _submit, 202
-        # Each route's guards rate limit it once: an idempotent write's claim and a cached
-        # GET's read travel with the limit, in one Redis round trip.
-        dependencies = [guards.RATE_LIMITED]
-        if operation in spec.idempotent:
-            dependencies = [guards.IDEMPOTENT]
-            if operation is Operation.CREATE and spec.cached and spec.submission is None:
-                dependencies.insert(0, Depends(guards.creates(spec.name)))
-        elif operation is Operation.GET and spec.cached:
-            dependencies = []  # the handler's own `cached_read` parameter
+        # Each route's one guard (`_guard`) rate limits it once: an idempotent write's claim
+        # and a cached GET's read travel with the limit, in one Redis round trip. Dependencies
+        # run in order, so `creates` has marked the request when the claim runs.
+        dependencies = [_guard(spec, operation)]
+        creates_cached = spec.cached and spec.submission is None
+        if operation is Operation.CREATE and operation in spec.idempotent and creates_cached:
+            dependencies.insert(0, Depends(guards.creates(spec.name)))
         headers = _headers(spec, operation)
         path = f"/{spec.name}" + below.format(item=spec.item)
         handler = make(spec, version)

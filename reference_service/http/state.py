@@ -100,11 +100,16 @@ async def open_services(
         await database.close()
 
 
+def app_services(request: Request) -> Services:
+    """The services of the app serving `request`."""
+    found: Services = request.app.state.services
+    return found
+
+
 async def services(request: Request) -> Services:
     """FastAPI dependency: the services of the app serving `request`. Async on purpose: a sync
     dependency runs in a worker thread, a thread hop on every request."""
-    found: Services = request.app.state.services
-    return found
+    return app_services(request)
 
 
 Svc = Annotated[Services, Depends(services)]
