@@ -17,7 +17,7 @@ Table and column names are checked against `schema.TABLES` and composed with `ps
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -83,15 +83,31 @@ def _select_list(columns: tuple[str, ...]) -> sql.Composed:
     return sql.SQL(", ").join(map(sql.Identifier, columns))
 
 
+# The text of each read statement's shape, rendered once: composing and rendering it again on
+# every read cost more than a tenth of a GET's CPU (`bench/RESULTS.md`). Its keys are the
+# shapes (table, keyset or not, filtered columns), a few dozen in all; values stay parameters.
+_RENDERED: dict[tuple[Any, ...], sql.SQL] = {}
+
+
+def _rendered(shape: tuple[Any, ...], compose: Callable[[], sql.Composed]) -> sql.SQL:
+    found = _RENDERED.get(shape)
+    if found is None:
+        # Identifiers here are the schema's own names (checked against TABLES), so their
+        # quoting does not depend on a connection's encoding.
+        found = _RENDERED[shape] = sql.SQL(compose().as_string())
+    return found
+
+
 def select_one(table: str, id: uuid.UUID) -> Statement:
     """The live row with this id (zero or one row)."""
     name, columns = _table(table)
-    return Statement(
-        sql.SQL("SELECT {columns} FROM {table} WHERE id = %s AND NOT is_deleted").format(
+    query = _rendered(
+        ("one", table),
+        lambda: sql.SQL("SELECT {columns} FROM {table} WHERE id = %s AND NOT is_deleted").format(
             columns=_select_list(columns), table=name
         ),
-        (id,),
     )
+    return Statement(query, (id,))
 
 
 def select_page(
@@ -123,16 +139,18 @@ def select_page(
             conditions.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
             params.append(value)
     params.append(limit)
-    return Statement(
-        sql.SQL(
+    shape = ("page", table, after is not None, *((c, v is None) for c, v in filters.items()))
+    query = _rendered(
+        shape,
+        lambda: sql.SQL(
             "SELECT {columns} FROM {table} WHERE {conditions} ORDER BY created_at, id LIMIT %s"
         ).format(
             columns=_select_list(columns),
             table=name,
             conditions=sql.SQL(" AND ").join(conditions),
         ),
-        tuple(params),
     )
+    return Statement(query, tuple(params))
 
 
 async def _fetch_one(conn: AsyncConnection[Any], statement: Statement) -> Row | None:
