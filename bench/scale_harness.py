@@ -350,7 +350,13 @@ async def run_operator_on(
         if args.operator_tracemalloc and proc.poll() is None:
             # The traced operator writes its snapshot on SIGUSR1 (see traced_operator.py).
             os.kill(proc.pid, signal.SIGUSR1)
-            await asyncio.sleep(args.tracemalloc_wait)
+            # Until its census (written last) is there: at N=1000 the census's scans of the
+            # heap take minutes.
+            census = (workdir / f"operator-{n}.tracemalloc").with_suffix(".census.txt")
+            deadline = time.monotonic() + args.tracemalloc_wait
+            while not census.exists() and time.monotonic() < deadline:
+                await asyncio.sleep(1)
+            await asyncio.sleep(2)
         stop(proc)
         for task in helpers:
             task.cancel()

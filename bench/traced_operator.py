@@ -10,7 +10,11 @@ and by package, and the total traced against the traceback depth recorded (`BENC
 default 1: each allocation is charged to the line that made it).
 
 tracemalloc sees Python allocations only (not the interpreter's arenas' slack, nor C libraries
-such as libpq or OpenSSL): compare its total with the RSS to see what it cannot see.
+such as libpq or OpenSSL): compare its total with the RSS to see what it cannot see. The census
+written beside the snapshot also holds pymalloc's own account (`sys._debugmallocstats`: arenas
+allocated, pools and blocks in use), which tells live objects from arena slack.
+`BENCH_TRACE_FRAMES=0` runs without tracemalloc (at full speed; the census only), for sizes a
+traced run would take hours at.
 """
 
 from __future__ import annotations
@@ -26,17 +30,67 @@ from pathlib import Path
 
 
 def run(snapshot: Path, argv: list[str]) -> int:
-    tracemalloc.start(int(os.environ.get("BENCH_TRACE_FRAMES", "1")))
+    frames = int(os.environ.get("BENCH_TRACE_FRAMES", "1"))
+    if frames > 0:
+        tracemalloc.start(frames)
 
     def dump(signum: int, frame: object) -> None:
         del signum, frame
-        tracemalloc.take_snapshot().dump(str(snapshot))
-        snapshot.with_suffix(".census.txt").write_text(census())
+        if tracemalloc.is_tracing():
+            tracemalloc.take_snapshot().dump(str(snapshot))
+        # Written whole, then renamed: the benchmark waits for the file to appear.
+        partial = snapshot.with_suffix(".census.partial")
+        partial.write_text(census() + pymalloc_stats())
+        partial.rename(snapshot.with_suffix(".census.txt"))
 
     signal.signal(signal.SIGUSR1, dump)
+    samples = os.environ.get("BENCH_MEMORY_SAMPLES")
+    if samples:
+        _sample_memory(Path(samples))
+    trim = float(os.environ.get("BENCH_MALLOC_TRIM_SECONDS", "0"))
+    if trim > 0:
+        _trim_every(trim)
     from adbm_operator import cli
 
     return cli.main(argv)
+
+
+def _sample_memory(path: Path) -> None:
+    """Once a second, from a thread: seconds since start, VmRSS (kB) and pymalloc's allocated
+    blocks (`sys.getallocatedblocks`, cheap), which together tell a peak of live objects from
+    arenas that stay allocated after their objects are gone."""
+    import threading
+    import time
+
+    started = time.monotonic()
+
+    def loop() -> None:
+        with path.open("w") as out:
+            while True:
+                out.write(
+                    f"{time.monotonic() - started:.0f} {_rss_kb()} {sys.getallocatedblocks()}\n"
+                )
+                out.flush()
+                time.sleep(1)
+
+    threading.Thread(target=loop, daemon=True, name="bench-memory-samples").start()
+
+
+def _trim_every(seconds: float) -> None:
+    """glibc's `malloc_trim(0)` every `seconds` from a thread (an experiment: with
+    `PYTHONMALLOC=malloc`, freed memory inside the heap goes back to the system)."""
+    import ctypes
+    import threading
+    import time
+
+    libc = ctypes.CDLL("libc.so.6")
+
+    def loop() -> None:
+        while True:
+            time.sleep(seconds)
+            libc.malloc_trim(0)
+
+    threading.Thread(target=loop, daemon=True, name="bench-malloc-trim").start()
 
 
 def _describe(obj: object) -> str:
@@ -52,20 +106,57 @@ def _rss_kb() -> int:
     return 0
 
 
+def pymalloc_stats() -> str:
+    """pymalloc's arenas, pools and blocks (`sys._debugmallocstats`, which prints to the C
+    stderr: captured through a temporary file on fd 2)."""
+    import tempfile
+
+    with tempfile.TemporaryFile("w+") as out:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            os.dup2(out.fileno(), 2)
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        out.seek(0)
+        text = out.read()
+    # The per-size-class table is long; its totals (the last part) say how full arenas are.
+    tail = text[text.find("# arenas allocated total") :] if "# arenas" in text else text
+    return "pymalloc (sys._debugmallocstats):\n" + tail
+
+
 def census() -> str:
     """Live objects by type, and who holds the Kubernetes objects (dicts with `metadata`) that
     are not part of another one: what keeps API responses alive."""
     before, (current, peak) = _rss_kb(), tracemalloc.get_traced_memory()
     collected = gc.collect()
+    after_gc = _rss_kb()
+    # What glibc holds free but has not given back (its heaps' free pages, madvised away by
+    # malloc_trim): freed memory, not live objects.
+    import ctypes
+
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
     lines = [
         f"traced now {current / 2**20:.1f} MiB, traced peak {peak / 2**20:.1f} MiB;"
         f" VmRSS {before / 1024:.1f} MB; gc.collect() found {collected:,} unreachable objects,"
-        f" VmRSS after it {_rss_kb() / 1024:.1f} MB",
+        f" VmRSS after it {after_gc / 1024:.1f} MB, after malloc_trim(0)"
+        f" {_rss_kb() / 1024:.1f} MB",
     ]
     objects = gc.get_objects()
     by_type = collections.Counter(type(o).__qualname__ for o in objects)
-    lines.append("live objects by type:")
-    lines += [f"  {count:>9,} {name}" for name, count in by_type.most_common(25)]
+    sizes: collections.Counter[str] = collections.Counter()
+    for o in objects:
+        sizes[type(o).__qualname__] += sys.getsizeof(o)
+    lines.append(
+        f"live objects by type ({len(objects):,} tracked by gc, their own sizes"
+        f" {sum(sizes.values()) / 2**20:.1f} MiB):"
+    )
+    lines += [
+        f"  {count:>9,} {name} ({sizes[name] / 2**20:.1f} MiB)"
+        for name, count in by_type.most_common(25)
+    ]
     bodies = [o for o in objects if isinstance(o, dict) and "metadata" in o and "kind" in o]
     holders: collections.Counter[str] = collections.Counter()
     step = max(1, len(bodies) // 400)
