@@ -45,7 +45,7 @@ async def on_child_event(
             return  # a status heartbeat: the rollout state we reported has not changed
     try:
         # A Deployment that only moved on with its rollout changes the status, nothing else.
-        outcome = await runtime.converge(
+        outcome = await runtime.trigger(
             rt,
             namespace,
             owner,
@@ -61,6 +61,8 @@ async def on_child_event(
         logger.warning(f"reconcile after a change to this child failed: {exc}")
         runtime.retry_later(rt, namespace, owner)
         return
+    if outcome is None:
+        return  # joined the owner's reconcile already waiting, which handles what it finds
     if outcome.writes and event.get("type") in ("MODIFIED", "DELETED"):
         logger.info(f"corrected drift of {body.get('kind')} {meta.get('name')}")
     if outcome.temporary_error:

@@ -38,7 +38,7 @@ async def on_job_event(
     if seen is not None and seen[0] != meta.get("name"):
         return  # the Job of an image the spec no longer asks for
     try:
-        await runtime.converge(rt, namespace, owner, expect_uid=refs[0].get("uid"), log=logger)
+        await runtime.trigger(rt, namespace, owner, expect_uid=refs[0].get("uid"), log=logger)
     except LookupError:
         return
     except kube.ApiError as exc:
