@@ -53,6 +53,17 @@ def caller_of(request: Request) -> Caller:
     return found
 
 
+async def _authenticated(
+    request: Request, response: Response, credentials: Any
+) -> tuple[Services, Principal, ratelimit.RateLimiter, str]:
+    """Every guard's start: the app's services, the caller (or a 401/429), the limiter and the
+    caller's rate-limit scope."""
+    svc = app_services(request)
+    principal = await authenticate_request(credentials, request, response, svc)
+    limiter = svc.rate_limiter
+    return svc, principal, limiter, ratelimit.principal_scope(limiter, principal)
+
+
 def _admit(request: Request, caller: Caller) -> Caller:
     request.scope[_CALLER] = caller
     return caller
@@ -137,10 +148,7 @@ def reserved_id(request: Request) -> UUID | None:
 async def admitted(request: Request, response: Response, credentials: Bearer) -> Caller:
     """The guard of a route with nothing but its rate limit in Redis: authenticated, limited
     per tenant or API key (the policy's `scope`)."""
-    svc = app_services(request)
-    principal = await authenticate_request(credentials, request, response, svc)
-    limiter = svc.rate_limiter
-    scope_id = ratelimit.principal_scope(limiter, principal)
+    svc, principal, limiter, scope_id = await _authenticated(request, response, credentials)
     await ratelimit.enforce(limiter, request, response, scope_id)
     return _admit(request, Caller(principal, svc))
 
@@ -149,10 +157,7 @@ async def idempotent(request: Request, response: Response, credentials: Bearer) 
     """Rate limit the write and run it once per `Idempotency-Key` (see `idempotency`): the
     limit and the claim in one Redis round trip. A request without a valid key is charged like
     any other before it is refused."""
-    svc = app_services(request)
-    principal = await authenticate_request(credentials, request, response, svc)
-    limiter = svc.rate_limiter
-    scope_id = ratelimit.principal_scope(limiter, principal)
+    svc, principal, limiter, scope_id = await _authenticated(request, response, credentials)
     prepared = await idempotency.prepare(request)
     if prepared is None:
         await ratelimit.enforce(limiter, request, response, scope_id)
@@ -183,10 +188,7 @@ def cached_read(collection: str, path_param: str) -> Callable[..., Awaitable[Cal
     or None (the handler then reads on its own)."""
 
     async def guard(request: Request, response: Response, credentials: Bearer) -> Caller:
-        svc = app_services(request)
-        principal = await authenticate_request(credentials, request, response, svc)
-        limiter = svc.rate_limiter
-        scope_id = ratelimit.principal_scope(limiter, principal)
+        svc, principal, limiter, scope_id = await _authenticated(request, response, credentials)
         cache = svc.caches.get(collection)
         try:
             row_id = UUID(request.path_params[path_param])

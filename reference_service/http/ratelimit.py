@@ -70,9 +70,10 @@ The lifespan builds the app's one `RateLimiter` into `Services`; every route of 
 factory has one guard (`guards.admitted`, `guards.idempotent`, `guards.cached_read`) that
 authenticates the caller and then calls `enforce`, so an unauthenticated call is refused (401)
 before it costs a Redis round trip. `guards.rate_limited()` is the same decision as a
-composable dependency (on `current_principal`) for a route outside the factory. The admitted request's headers are kept in `request.state`, and the pure ASGI middleware
-`RateLimitHeaders` puts them on whatever response goes out: a route's own Response, or a
-problem raised after admission (a 404, say).
+composable dependency (on `current_principal`) for a route outside the factory. The admitted
+request's headers are kept in `request.state`, and the pure ASGI middleware `RateLimitHeaders`
+puts them on whatever response goes out: a route's own Response, or a problem raised after
+admission (a 404, say).
 """
 
 from __future__ import annotations
