@@ -11,7 +11,7 @@ from typing import Any
 
 import kopf
 
-from adbm_operator import kinds, kube, model, observe, reconcile
+from adbm_operator import kinds, model, observe, reconcile
 from adbm_operator.handlers import registry, runtime
 from adbm_operator.specs import labels
 
@@ -43,30 +43,20 @@ async def on_child_event(
             return  # our own write coming back
         if seen is not None and observe.rollout(body, meta.get("name", "")) == seen:
             return  # a status heartbeat: the rollout state we reported has not changed
-    try:
-        # A Deployment that only moved on with its rollout changes the status, nothing else.
-        outcome = await runtime.trigger(
-            rt,
-            namespace,
-            owner,
-            expect_uid=refs[0].get("uid"),
-            drift=drifted,
-            write=drifted,
-            database_pass=False,  # a child's drift changes nothing in the database
-            log=logger,
-        )
-    except LookupError:
-        return  # the owner is gone: garbage collection is removing this child
-    except kube.ApiError as exc:
-        logger.warning(f"reconcile after a change to this child failed: {exc}")
-        runtime.retry_later(rt, namespace, owner)
-        return
-    if outcome is None:
-        return  # joined the owner's reconcile already waiting, which handles what it finds
-    if outcome.writes and event.get("type") in ("MODIFIED", "DELETED"):
-        logger.info(f"corrected drift of {body.get('kind')} {meta.get('name')}")
-    if outcome.temporary_error:
-        runtime.retry_later(rt, namespace, owner)
+    # A Deployment that only moved on with its rollout changes the status, nothing else.
+    kind, child = body.get("kind"), meta.get("name")
+    runtime.enqueue(
+        rt,
+        namespace,
+        owner,
+        f"a change to {kind} {child}",
+        expect_uid=refs[0].get("uid"),
+        drift=drifted,
+        write=drifted,
+        database_pass=False,  # a child's drift changes nothing in the database
+        corrected=f"{kind} {child}" if event.get("type") in ("MODIFIED", "DELETED") else None,
+        log=logger,
+    )
 
 
 for _kind in kinds.APPLIED:

@@ -51,4 +51,4 @@ async def on_crd_event(
     else:
         rt.integrations.installed.discard(kind)
     logger.info(f"{kind.kind} is {'now' if now else 'no longer'} served; reconciling all")
-    await runtime.converge_each(rt, sorted(by_name), f"{name} changed", logger)
+    runtime.enqueue_each(rt, sorted(by_name), f"{name} changed", logger)

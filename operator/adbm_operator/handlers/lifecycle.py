@@ -117,7 +117,7 @@ async def login(memo: Any, settings: kopf.OperatorSettings, **_: Any) -> kopf.Co
 @kopf.on.cleanup(registry=registry)
 async def cleanup(memo: Any, **_: Any) -> None:
     rt = runtime.of(memo)
-    for task in [*rt.retries.values(), *rt.verifiers.values()]:
+    for task in [*rt.retries.values(), *rt.verifiers.values(), *rt.background]:
         task.cancel()
     if rt.client is not None:
         await rt.client.close()

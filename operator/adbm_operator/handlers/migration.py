@@ -11,7 +11,7 @@ from typing import Any
 
 import kopf
 
-from adbm_operator import kinds, kube, model
+from adbm_operator import kinds, model
 from adbm_operator.handlers import registry, runtime
 from adbm_operator.handlers.children import SELECTOR
 from adbm_operator.provisioning import job_failure
@@ -37,10 +37,11 @@ async def on_job_event(
         return  # what the last reconcile already acted on, or a Job still running
     if seen is not None and seen[0] != meta.get("name"):
         return  # the Job of an image the spec no longer asks for
-    try:
-        await runtime.trigger(rt, namespace, owner, expect_uid=refs[0].get("uid"), log=logger)
-    except LookupError:
-        return
-    except kube.ApiError as exc:
-        logger.warning(f"reconcile after the migration Job changed failed: {exc}")
-        runtime.retry_later(rt, namespace, owner)
+    runtime.enqueue(
+        rt,
+        namespace,
+        owner,
+        f"the migration Job {meta.get('name')} changed",
+        expect_uid=refs[0].get("uid"),
+        log=logger,
+    )

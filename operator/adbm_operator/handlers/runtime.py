@@ -1,12 +1,13 @@
 """State the handlers share for one operator run: the API client, what the cluster serves, and a
 lock per BackendService so two triggers never reconcile the same object at once.
 
-Reconciles run at most `MAX_CONCURRENT` at a time. A trigger waiting for a slot holds nothing of
-the object (it reads it once it has one), so event triggers of an object that already has a
-reconcile waiting join it (`trigger`) instead of queueing a second one behind it, as a
-controller's work queue keeps one entry per key. Before, every child, Job and Secret event waited
-with its body in hand: at N=1000 some 20,000 handlers held 4,600 objects' bodies and 200 MB at
-the peak (`bench/RESULTS.md`).
+Reconciles run at most `MAX_CONCURRENT` at a time. A reconcile waiting for a slot holds nothing
+of the object (it reads it once it has one), so the event handlers work as a controller's work
+queue: `enqueue` records what the object needs and returns at once, the reconcile runs in a
+task of its own, and an event of an object that already has a reconcile waiting joins it
+instead of queueing a second one behind it (one entry per key). Before, every child, Job and
+Secret event waited for its reconcile with the event in hand, and Kopf with it: at N=1000 some
+20,000 handlers held 4,600 objects' bodies, 200 MB at the peak (`bench/RESULTS.md`).
 """
 
 from __future__ import annotations
@@ -53,8 +54,10 @@ class Runtime:
     client: kube.Client | None = None
     connected: asyncio.Event = field(default_factory=asyncio.Event)
     locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
-    # The reconcile of each object that is waiting for a slot, if any (see `trigger`).
+    # The reconcile of each object that is waiting for a slot, if any (see `enqueue`), and the
+    # tasks running the enqueued ones.
     queued: dict[tuple[str, str], Queued] = field(default_factory=dict)
+    background: set[asyncio.Task[None]] = field(default_factory=set)
     retries: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
     # What the last reconcile of each BackendService rendered and read: events that match it
     # are our own writes coming back, and need no reconcile. Kept packed (`pack`): as dicts
@@ -131,6 +134,25 @@ async def converge(
     return await _run(rt, namespace, name, request, log)
 
 
+def _joined(
+    rt: Runtime,
+    key: tuple[str, str],
+    *,
+    expect_uid: str | None,
+    drift: bool,
+    write: bool,
+    periodic: bool,
+    database_pass: bool,
+) -> bool:
+    """Whether a reconcile of the object already waiting for a slot takes this trigger on: it
+    reads the object after this trigger's event, and does what the trigger asks too."""
+    waiting = rt.queued.get(key)
+    if waiting is None or waiting.expect_uid not in (None, expect_uid):
+        return False
+    waiting.join(drift=drift, write=write, database_pass=database_pass, periodic=periodic)
+    return True
+
+
 async def trigger(
     rt: Runtime,
     namespace: str,
@@ -143,16 +165,61 @@ async def trigger(
     database_pass: bool = True,
     log: logging.Logger | logging.LoggerAdapter[Any] = logger,
 ) -> reconcile.Outcome | None:
-    """`converge` for an event's trigger; None when a reconcile of the object is already
-    waiting for a slot: this trigger joins it (that reconcile reads the object after this
-    event, and does what this trigger asks too), and the caller waiting for it handles its
-    outcome. So an object has at most one reconcile waiting, however many events arrive."""
-    waiting = rt.queued.get((namespace, name))
-    if waiting is not None and waiting.expect_uid in (None, expect_uid):
-        waiting.join(drift=drift, write=write, database_pass=database_pass, periodic=periodic)
+    """`converge` for a timer or a retry; None when it joined a reconcile of the object already
+    waiting for a slot (whose caller handles its outcome)."""
+    flags = {"drift": drift, "write": write, "periodic": periodic, "database_pass": database_pass}
+    if _joined(rt, (namespace, name), expect_uid=expect_uid, **flags):
         return None
     request = Queued(drift, write, database_pass, periodic, expect_uid)
     return await _run(rt, namespace, name, request, log)
+
+
+def enqueue(
+    rt: Runtime,
+    namespace: str,
+    name: str,
+    why: str,
+    *,
+    expect_uid: str | None = None,
+    drift: bool = False,
+    write: bool = True,
+    database_pass: bool = True,
+    corrected: str | None = None,
+    log: logging.Logger | logging.LoggerAdapter[Any] = logger,
+) -> None:
+    """For event handlers: reconcile the object soon, in a task of its own, and return at once,
+    so the event is let go. It joins a reconcile of the object already waiting, if any. A
+    failure is logged (`why` says what triggered it) and retried (`retry_later`); with
+    `corrected`, a reconcile that wrote logs that it corrected the drift of that child."""
+    key = (namespace, name)
+    flags = {"drift": drift, "write": write, "periodic": False, "database_pass": database_pass}
+    if _joined(rt, key, expect_uid=expect_uid, **flags):
+        return
+    request = Queued(drift, write, database_pass, False, expect_uid)
+    # Registered now, not when the task first runs: the next event already joins it.
+    rt.queued[key] = request
+
+    async def run() -> None:
+        try:
+            outcome = await _run(rt, namespace, name, request, log)
+        except LookupError:
+            return  # gone (or replaced): nothing to reconcile
+        except kube.ApiError as exc:
+            log.warning(f"reconcile after {why} failed: {exc}")
+            retry_later(rt, namespace, name)
+            return
+        except Exception:
+            log.exception(f"reconcile after {why} failed")
+            retry_later(rt, namespace, name)
+            return
+        if corrected is not None and outcome.writes:
+            log.info(f"corrected drift of {corrected}")
+        if outcome.temporary_error:
+            retry_later(rt, namespace, name)
+
+    task = asyncio.get_running_loop().create_task(run())
+    rt.background.add(task)
+    task.add_done_callback(rt.background.discard)
 
 
 async def _run(
@@ -255,22 +322,16 @@ def schedule_pass(rt: Runtime, namespace: str, name: str, delay: float) -> None:
     rt.verifiers[key] = asyncio.get_running_loop().create_task(later())
 
 
-async def converge_each(
+def enqueue_each(
     rt: Runtime,
     objects: Iterable[tuple[str, str]],
     why: str,
     log: logging.Logger | logging.LoggerAdapter[Any],
 ) -> None:
-    """Converge several BackendServices after a shared trigger; one failure does not stop the
-    others, and each failure is retried on its own."""
+    """Enqueue several BackendServices after a shared trigger; each fails and is retried on
+    its own."""
     for namespace, name in objects:
-        try:
-            await trigger(rt, namespace, name, log=log)
-        except LookupError:
-            continue
-        except kube.ApiError as exc:
-            log.warning(f"reconcile of {namespace}/{name} after {why} failed: {exc}")
-            retry_later(rt, namespace, name)
+        enqueue(rt, namespace, name, why, log=log)
 
 
 def identity(obj: Mapping[str, Any]) -> tuple[str, str, str]:

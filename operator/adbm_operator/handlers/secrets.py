@@ -36,6 +36,6 @@ async def on_secret_event(
         # Seen at this version: the pods already carry it.
         if seen is not None and seen.get(name) != version:
             owners.add(owner)
-    await runtime.converge_each(
+    runtime.enqueue_each(
         rt, [(namespace, owner) for owner in sorted(owners)], f"Secret {name} changed", logger
     )
