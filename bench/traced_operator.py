@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import collections
 import gc
+import inspect
 import os
 import signal
 import sys
@@ -47,6 +48,9 @@ def run(snapshot: Path, argv: list[str]) -> int:
     samples = os.environ.get("BENCH_MEMORY_SAMPLES")
     if samples:
         _sample_memory(Path(samples))
+    collect = float(os.environ.get("BENCH_GC_SECONDS", "0"))
+    if collect > 0:
+        _collect_every(collect)
     trim = float(os.environ.get("BENCH_MALLOC_TRIM_SECONDS", "0"))
     if trim > 0:
         _trim_every(trim)
@@ -76,6 +80,24 @@ def _sample_memory(path: Path) -> None:
     threading.Thread(target=loop, daemon=True, name="bench-memory-samples").start()
 
 
+def _collect_every(seconds: float) -> None:
+    """A full `gc.collect()` every `seconds` from a thread (an experiment: how much of the
+    growth is garbage in reference cycles waiting for the collector's oldest generation);
+    each collection's count and time go to standard error."""
+    import threading
+    import time
+
+    def loop() -> None:
+        while True:
+            time.sleep(seconds)
+            started = time.perf_counter()
+            found = gc.collect()
+            took = time.perf_counter() - started
+            print(f"bench gc: {found} unreachable, {took * 1000:.0f} ms", file=sys.stderr)
+
+    threading.Thread(target=loop, daemon=True, name="bench-gc").start()
+
+
 def _trim_every(seconds: float) -> None:
     """glibc's `malloc_trim(0)` every `seconds` from a thread (an experiment: with
     `PYTHONMALLOC=malloc`, freed memory inside the heap goes back to the system)."""
@@ -94,6 +116,12 @@ def _trim_every(seconds: float) -> None:
 
 
 def _describe(obj: object) -> str:
+    if inspect.iscoroutine(obj):
+        frame = obj.cr_frame
+        where = f" line {frame.f_lineno}" if frame is not None else ""
+        return (
+            f"coroutine {obj.cr_code.co_qualname} ({obj.cr_code.co_filename.split('/')[-1]}{where})"
+        )
     if isinstance(obj, dict):
         return "dict with keys " + ",".join(sorted(map(str, obj))[:6])
     return type(obj).__module__ + "." + type(obj).__qualname__
