@@ -41,11 +41,11 @@ class Queued:
     periodic: bool
     expect_uid: str | None
 
-    def join(self, *, drift: bool, write: bool, database_pass: bool, periodic: bool) -> None:
-        self.drift |= drift
-        self.write |= write
-        self.database_pass |= database_pass
-        self.periodic |= periodic
+    def join(self, other: Queued) -> None:
+        self.drift |= other.drift
+        self.write |= other.write
+        self.database_pass |= other.database_pass
+        self.periodic |= other.periodic
 
 
 @dataclass
@@ -134,22 +134,13 @@ async def converge(
     return await _run(rt, namespace, name, request, log)
 
 
-def _joined(
-    rt: Runtime,
-    key: tuple[str, str],
-    *,
-    expect_uid: str | None,
-    drift: bool,
-    write: bool,
-    periodic: bool,
-    database_pass: bool,
-) -> bool:
-    """Whether a reconcile of the object already waiting for a slot takes this trigger on: it
+def _joined(rt: Runtime, key: tuple[str, str], request: Queued) -> bool:
+    """Whether a reconcile of the object already waiting for a slot takes `request` on: it
     reads the object after this trigger's event, and does what the trigger asks too."""
     waiting = rt.queued.get(key)
-    if waiting is None or waiting.expect_uid not in (None, expect_uid):
+    if waiting is None or waiting.expect_uid not in (None, request.expect_uid):
         return False
-    waiting.join(drift=drift, write=write, database_pass=database_pass, periodic=periodic)
+    waiting.join(request)
     return True
 
 
@@ -167,10 +158,9 @@ async def trigger(
 ) -> reconcile.Outcome | None:
     """`converge` for a timer or a retry; None when it joined a reconcile of the object already
     waiting for a slot (whose caller handles its outcome)."""
-    flags = {"drift": drift, "write": write, "periodic": periodic, "database_pass": database_pass}
-    if _joined(rt, (namespace, name), expect_uid=expect_uid, **flags):
-        return None
     request = Queued(drift, write, database_pass, periodic, expect_uid)
+    if _joined(rt, (namespace, name), request):
+        return None
     return await _run(rt, namespace, name, request, log)
 
 
@@ -192,10 +182,9 @@ def enqueue(
     failure is logged (`why` says what triggered it) and retried (`retry_later`); with
     `corrected`, a reconcile that wrote logs that it corrected the drift of that child."""
     key = (namespace, name)
-    flags = {"drift": drift, "write": write, "periodic": False, "database_pass": database_pass}
-    if _joined(rt, key, expect_uid=expect_uid, **flags):
-        return
     request = Queued(drift, write, database_pass, False, expect_uid)
+    if _joined(rt, key, request):
+        return
     # Registered now, not when the task first runs: the next event already joins it.
     rt.queued[key] = request
 
