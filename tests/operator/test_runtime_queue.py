@@ -13,7 +13,6 @@ import pytest
 from adbm_operator import kube
 from adbm_operator.handlers import runtime
 
-
 # What the stand-in reconcile returns: it wrote nothing and failed at nothing.
 OUTCOME: Any = SimpleNamespace(writes=0, temporary_error=None)
 
