@@ -12,7 +12,7 @@ so the fake cannot drift from the contract. A provider team would verify the sam
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import pytest
 from pact import Pact, match
 
 from reference_service.config import Settings
-from reference_service.domain.sagas.payments import Outcome, PaymentProvider
+from reference_service.domain.sagas.payments import Outcome, PaymentProvider, Result
 from tests.contract.pact_files import pact_file, reproduced
 
 CONSUMER = "adbm-worker"
@@ -49,6 +49,20 @@ def pact(written: Path) -> Iterator[Pact]:
     pact = Pact(CONSUMER, PROVIDER).with_specification("V4")
     yield pact
     pact.write_file(written)
+
+
+async def _against(pact: Pact, call: Callable[[PaymentProvider], Awaitable[Result]]) -> Result:
+    """`call` with the worker's client against the pact's mock provider, then the client closed."""
+    with pact.serve() as server:
+        client = _client(server.url)
+        try:
+            return await call(client)
+        finally:
+            await client.aclose()
+
+
+def _charge(client: PaymentProvider, amount_minor: int = CHARGED) -> Awaitable[Result]:
+    return client.charge(SAGA_ID, amount_minor=amount_minor, currency="EUR", reference=ORDER_ID)
 
 
 def _client(url: object) -> PaymentProvider:
@@ -98,14 +112,7 @@ async def test_a_new_charge(pact: Pact) -> None:
         .will_respond_with(201)
         .with_body({"id": match.str("ch_0123456789ab")}, "application/json")
     )
-    with pact.serve() as server:
-        client = _client(server.url)
-        try:
-            result = await client.charge(
-                SAGA_ID, amount_minor=CHARGED, currency="EUR", reference=ORDER_ID
-            )
-        finally:
-            await client.aclose()
+    result = await _against(pact, _charge)
     assert (result.outcome, result.charge_id) == (Outcome.SUCCEEDED, "ch_0123456789ab")
 
 
@@ -117,14 +124,7 @@ async def test_a_charge_retried_under_its_key_is_not_made_twice(pact: Pact) -> N
         .will_respond_with(200)
         .with_body({"id": match.str("ch_0123456789ab")}, "application/json")
     )
-    with pact.serve() as server:
-        client = _client(server.url)
-        try:
-            result = await client.charge(
-                SAGA_ID, amount_minor=CHARGED, currency="EUR", reference=ORDER_ID
-            )
-        finally:
-            await client.aclose()
+    result = await _against(pact, _charge)
     assert (result.outcome, result.charge_id) == (Outcome.SUCCEEDED, "ch_0123456789ab")
 
 
@@ -134,14 +134,7 @@ async def test_a_declined_charge(pact: Pact) -> None:
         .will_respond_with(402)
         .with_body({"error": match.str("card_declined")}, "application/json")
     )
-    with pact.serve() as server:
-        client = _client(server.url)
-        try:
-            result = await client.charge(
-                SAGA_ID, amount_minor=DECLINED, currency="EUR", reference=ORDER_ID
-            )
-        finally:
-            await client.aclose()
+    result = await _against(pact, lambda client: _charge(client, DECLINED))
     assert result.outcome is Outcome.DECLINED
 
 
@@ -155,14 +148,7 @@ async def test_a_charge_under_a_voided_key_is_declined(pact: Pact) -> None:
         .will_respond_with(402)
         .with_body({"error": match.str("voided")}, "application/json")
     )
-    with pact.serve() as server:
-        client = _client(server.url)
-        try:
-            result = await client.charge(
-                SAGA_ID, amount_minor=CHARGED, currency="EUR", reference=ORDER_ID
-            )
-        finally:
-            await client.aclose()
+    result = await _against(pact, _charge)
     assert result.outcome is Outcome.DECLINED
 
 
@@ -172,12 +158,7 @@ async def test_a_refund_of_a_charge(pact: Pact) -> None:
         .will_respond_with(200)
         .with_body({"status": match.str("refunded")}, "application/json")
     )
-    with pact.serve() as server:
-        client = _client(server.url)
-        try:
-            result = await client.refund(SAGA_ID)
-        finally:
-            await client.aclose()
+    result = await _against(pact, lambda client: client.refund(SAGA_ID))
     assert result.outcome is Outcome.SUCCEEDED
 
 
@@ -187,10 +168,5 @@ async def test_a_refund_before_any_charge_voids_the_key(pact: Pact) -> None:
         .will_respond_with(200)
         .with_body({"status": match.str("voided")}, "application/json")
     )
-    with pact.serve() as server:
-        client = _client(server.url)
-        try:
-            result = await client.refund(SAGA_ID)
-        finally:
-            await client.aclose()
+    result = await _against(pact, lambda client: client.refund(SAGA_ID))
     assert result.outcome is Outcome.SUCCEEDED
